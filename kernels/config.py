@@ -1,0 +1,81 @@
+"""Launch heuristics: tile sizes, warps, pipeline stages and the split-KV count.
+
+Every choice here depends only on values that stay fixed for a model (head_dim, queries_per_kv,
+dtype) or on tensor shapes (number of sequences), never on per-batch lengths, so a launch
+captured in a CUDA graph stays valid when it is replayed on a batch of other lengths.
+"""
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import triton
+
+# Largest split-KV count; the merge kernel loads all partials of one head at once.
+MAX_KV_SPLITS = 64
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    block_m: int  # query rows per program: BLOCK_Q tokens x queries_per_kv heads
+    block_n: int  # KV tokens per inner-loop step
+    num_warps: int
+    num_stages: int
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU (TRITON_INTERPRET=1, read by triton.jit at import)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def padded_head_dim(head_dim: int) -> int:
+    return triton.next_power_of_2(head_dim)
+
+
+def prefill_tiles(head_dim: int, queries_per_kv: int) -> TileConfig:
+    """Tiles of the kernel that serves queries longer than one token."""
+    min_rows = max(16, triton.next_power_of_2(queries_per_kv))
+    if interpreting():
+        # Small tiles so CPU tests cross several KV tiles and query blocks.
+        return TileConfig(block_m=max(32, min_rows), block_n=16, num_warps=4, num_stages=1)
+    if padded_head_dim(head_dim) > 128:
+        return TileConfig(block_m=max(64, min_rows), block_n=32, num_warps=8, num_stages=2)
+    return TileConfig(block_m=max(128, min_rows), block_n=64, num_warps=8, num_stages=3)
+
+
+def decode_tiles(head_dim: int, queries_per_kv: int) -> TileConfig:
+    """Tiles of the kernel that serves single-token queries: one program per KV head holds
+    all of that head's query heads (tl.dot needs at least 16 rows)."""
+    rows = max(16, triton.next_power_of_2(queries_per_kv))
+    if interpreting():
+        return TileConfig(block_m=rows, block_n=16, num_warps=4, num_stages=1)
+    if padded_head_dim(head_dim) > 128:
+        return TileConfig(block_m=rows, block_n=32, num_warps=4, num_stages=3)
+    return TileConfig(block_m=rows, block_n=64, num_warps=4, num_stages=3)
+
+
+@lru_cache(maxsize=None)
+def multiprocessor_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # the interpreter: a small "GPU", so CPU tests exercise split-KV
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device) -> int:
+    """Split each decode sequence's KV range so that about two programs run per SM.
+
+    Without splitting, a decode batch launches num_seqs * num_kv_heads programs; at batch 1 with
+    8 KV heads that is 8 programs on a 132-SM H100, and the KV read runs at a few percent of the
+    memory bandwidth. A power of two keeps the merge kernel's load of all partials a single tile.
+    """
+    programs = max(1, num_seqs * num_kv_heads)
+    target = 2 * multiprocessor_count(device)
+    if programs >= target:
+        return 1
+    return min(MAX_KV_SPLITS, triton.next_power_of_2(triton.cdiv(target, programs)))
+
+
+def split_kv_rows(max_num_seqs: int, num_kv_heads: int, device: torch.device) -> int:
+    """Rows of partial results (one per sequence and split) the largest batch can need."""
+    return max(n * num_kv_splits(n, num_kv_heads, device) for n in range(1, max_num_seqs + 1))

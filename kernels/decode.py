@@ -1,0 +1,125 @@
+"""Attention for single-token queries (decodes), with the KV range split across programs.
+
+A decode reads the whole KV history of its sequence to produce one token, so a small batch
+launches too few programs to keep the GPU's memory system busy. The grid is
+``(num_seqs, num_kv_heads, NUM_SPLITS)``: each program attends one query token (all query heads
+of one KV head, packed as rows) to one contiguous slice of the sequence's KV tokens. With
+NUM_SPLITS == 1 it writes the output directly; otherwise it writes a normalised partial output
+and its log-sum-exp, and ``merge_splits_kernel`` combines the slices.
+
+Each program reads its sequence's length on the device, so NUM_SPLITS (chosen from shapes only)
+stays valid for any lengths when a CUDA graph replays the launch.
+"""
+
+import triton
+import triton.language as tl
+
+from .tile import attend_kv_range
+
+
+@triton.jit
+def decode_kernel(
+    out,  # [num_tokens, num_q_heads, HEAD_DIM]
+    partial_out,  # [num_seqs * NUM_SPLITS, num_q_heads, HEAD_DIM] float32
+    partial_lse,  # [num_seqs * NUM_SPLITS, num_q_heads] float32, log2 units
+    query,  # [num_tokens, num_q_heads, HEAD_DIM]
+    k_cache,  # [num_pages, num_kv_heads, PAGE_SIZE, HEAD_DIM] (view into the packed cache)
+    v_cache,  # [num_pages, num_kv_heads, PAGE_SIZE, HEAD_DIM] (same strides as k_cache)
+    block_table,  # [num_seqs, max_pages_per_seq] int32
+    cu_seqlens_q,  # [num_seqs + 1] int32
+    seq_lens,  # [num_seqs] int32
+    qk_scale,  # softmax_scale * log2(e)
+    num_q_heads,
+    stride_qt, stride_qh,
+    stride_ot, stride_oh,
+    stride_page, stride_kvh, stride_slot,
+    stride_bt,
+    QUERIES_PER_KV: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # QUERIES_PER_KV rounded up to a power of two, at least 16
+    BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_P: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+    FP32_DOT: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+
+    token = tl.load(cu_seqlens_q + seq)
+    if tl.load(cu_seqlens_q + seq + 1) - token != 1:
+        return  # not a decode: longer queries go to the prefill kernel, padding has none
+    seq_len = tl.load(seq_lens + seq)
+
+    tiles_per_split = tl.cdiv(tl.cdiv(seq_len, BLOCK_N), NUM_SPLITS)
+    kv_start = split * tiles_per_split * BLOCK_N
+    kv_end = tl.maximum(kv_start, tl.minimum(seq_len, kv_start + tiles_per_split * BLOCK_N))
+    full_end = kv_start + (kv_end - kv_start) // BLOCK_N * BLOCK_N
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM_P)
+    q_head = kv_head * QUERIES_PER_KV + offs_m
+    row_valid = offs_m < QUERIES_PER_KV
+    io_mask = row_valid[:, None] & (offs_d < HEAD_DIM)[None, :]
+    q = tl.load(query + token.to(tl.int64) * stride_qt + q_head[:, None] * stride_qh + offs_d[None, :],
+                mask=io_mask, other=0.0)
+    if FP32_DOT:
+        q = q.to(tl.float32)
+    q_pos = tl.zeros([BLOCK_M], tl.int32) + (seq_len - 1)  # every KV token is visible
+
+    kv_head_offset = kv_head.to(tl.int64) * stride_kvh
+    block_table_row = block_table + seq.to(tl.int64) * stride_bt
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM_P], tl.float32)
+    acc, m_i, l_i = attend_kv_range(
+        acc, m_i, l_i, q, q_pos, k_cache + kv_head_offset, v_cache + kv_head_offset,
+        block_table_row, kv_start, full_end, qk_scale, stride_page, stride_slot,
+        False, False, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+    acc, m_i, l_i = attend_kv_range(
+        acc, m_i, l_i, q, q_pos, k_cache + kv_head_offset, v_cache + kv_head_offset,
+        block_table_row, full_end, kv_end, qk_scale, stride_page, stride_slot,
+        True, False, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+
+    # A split past the end of a short sequence saw nothing: l = 0, weight 0 in the merge.
+    empty = l_i == 0.0
+    l_i = tl.where(empty, 1.0, l_i)
+    acc = acc / l_i[:, None]
+    if NUM_SPLITS == 1:
+        tl.store(out + token.to(tl.int64) * stride_ot + q_head[:, None] * stride_oh + offs_d[None, :],
+                 acc.to(out.dtype.element_ty), mask=io_mask)
+    else:
+        row = (seq * NUM_SPLITS + split).to(tl.int64) * num_q_heads + q_head
+        tl.store(partial_out + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=io_mask)
+        tl.store(partial_lse + row, tl.where(empty, float("-inf"), m_i + tl.log2(l_i)), mask=row_valid)
+
+
+@triton.jit
+def merge_splits_kernel(
+    out,  # [num_tokens, num_q_heads, HEAD_DIM]
+    partial_out,  # [num_seqs * NUM_SPLITS, num_q_heads, HEAD_DIM] float32
+    partial_lse,  # [num_seqs * NUM_SPLITS, num_q_heads] float32, log2 units
+    cu_seqlens_q,  # [num_seqs + 1] int32
+    num_q_heads,
+    stride_ot, stride_oh,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_P: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    q_head = tl.program_id(1)
+    token = tl.load(cu_seqlens_q + seq)
+    if tl.load(cu_seqlens_q + seq + 1) - token != 1:
+        return
+
+    offs_s = tl.arange(0, NUM_SPLITS)
+    offs_d = tl.arange(0, HEAD_DIM_P)
+    d_valid = offs_d < HEAD_DIM
+    row = (seq * NUM_SPLITS + offs_s).to(tl.int64) * num_q_heads + q_head
+    lse = tl.load(partial_lse + row)
+    weight = tl.exp2(lse - tl.max(lse, 0))  # split 0 is never empty, so the max is finite
+    partial = tl.load(partial_out + row[:, None] * HEAD_DIM + offs_d[None, :], mask=d_valid[None, :], other=0.0)
+    merged = tl.sum(weight[:, None] * partial, 0) / tl.sum(weight, 0)
+    tl.store(out + token.to(tl.int64) * stride_ot + q_head * stride_oh + offs_d,
+             merged.to(out.dtype.element_ty), mask=d_valid)

@@ -1,0 +1,160 @@
+"""Launcher for attention over a paged KV cache: one ragged batch of decodes, extends and
+prefills in at most three launches (decode, split merge, prefill), grids from shapes alone."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import checks, config
+from .decode import decode_kernel, merge_splits_kernel
+from .prefill import prefill_kernel
+
+LOG2_E = 1.4426950408889634
+
+
+@dataclass
+class SplitKVWorkspace:
+    """Scratch for split-KV decode partials; allocate once, reuse for every call."""
+
+    partial_out: torch.Tensor  # [rows, num_q_heads, head_dim] float32
+    partial_lse: torch.Tensor  # [rows, num_q_heads] float32
+
+    @classmethod
+    def allocate(cls, max_num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
+                 device: torch.device) -> "SplitKVWorkspace":
+        rows = config.split_kv_rows(max_num_seqs, num_kv_heads, torch.device(device))
+        return cls(torch.empty(rows, num_q_heads, head_dim, dtype=torch.float32, device=device),
+                   torch.empty(rows, num_q_heads, dtype=torch.float32, device=device))
+
+    def fits(self, rows: int, num_q_heads: int, head_dim: int) -> bool:
+        return (self.partial_out.shape[0] >= rows and self.partial_out.shape[1] == num_q_heads
+                and self.partial_out.shape[2] == head_dim)
+
+
+def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                    seq_lens: torch.Tensor, block_table: torch.Tensor, *, max_query_len: int,
+                    softmax_scale: float | None = None, causal: bool = True,
+                    out: torch.Tensor | None = None, workspace: SplitKVWorkspace | None = None,
+                    num_kv_splits: int | None = None, check_lengths: bool = True) -> torch.Tensor:
+    """Attention of a ragged batch of queries over a paged KV cache.
+
+    Args:
+        query: ``[num_tokens, num_q_heads, head_dim]``, fp16/bf16/fp32, last dim contiguous;
+            sequence ``i`` owns tokens ``cu_seqlens_q[i]:cu_seqlens_q[i + 1]``.
+        kv_cache: logical ``[num_pages, num_kv_heads, page_size, 2 * head_dim]`` (K then V in the
+            last dim), any stride order, same dtype as ``query``.
+        cu_seqlens_q: int32 ``[num_seqs + 1]`` query offsets.
+        seq_lens: int32 ``[num_seqs]`` KV lengths including this step's tokens; a query of
+            length q sits at positions ``seq_len - q .. seq_len - 1`` (bottom-right causal).
+        block_table: int32 ``[num_seqs, max_pages_per_seq]`` physical page of each logical page.
+        max_query_len: host-side upper bound on query lengths; 1 means a decode-only batch.
+        out: ``[num_tokens, num_q_heads, head_dim]`` written in place; allocated when None.
+        workspace: split-KV scratch (see ``SplitKVWorkspace.allocate``); allocated when None.
+        num_kv_splits: override the split-KV heuristic (a power of two).
+        check_lengths: check per-sequence lengths and page ids first; this reads the metadata
+            on the host, so callers that must not synchronise (CUDA graphs) pass False.
+    """
+    num_tokens, num_q_heads, head_dim = checks.rows("query", query)
+    num_kv_heads = kv_cache.shape[1] if isinstance(kv_cache, torch.Tensor) and kv_cache.dim() == 4 else 0
+    checks.packed_cache(kv_cache, num_kv_heads, head_dim, query.device, (query.dtype,))
+    return attention_over_pages(
+        query, kv_cache[..., :head_dim], kv_cache[..., head_dim:], cu_seqlens_q, seq_lens,
+        block_table, max_query_len=max_query_len, softmax_scale=softmax_scale, causal=causal,
+        out=out, workspace=workspace, num_kv_splits=num_kv_splits, check_lengths=check_lengths)
+
+
+def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_table, *,
+                         max_query_len, softmax_scale=None, causal=True, out=None, workspace=None,
+                         num_kv_splits=None, check_lengths=True) -> torch.Tensor:
+    """``paged_attention`` with K and V given apart, each ``[num_pages, num_kv_heads, page_size,
+    head_dim]`` with the same strides (both halves of a packed cache, or two dense tensors)."""
+    num_tokens, num_q_heads, head_dim = checks.rows("query", query)
+    device = query.device
+    checks.tensor("k_cache", k_cache, device, (query.dtype,), ndim=4)
+    checks.tensor("v_cache", v_cache, device, (query.dtype,), ndim=4)
+    if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
+        raise ValueError("k_cache and v_cache must have the same shape and strides")
+    checks.last_dim_contiguous("k_cache", k_cache)
+    if k_cache.shape[3] != head_dim:
+        raise ValueError(f"the KV cache has head_dim {k_cache.shape[3]}, the query {head_dim}")
+    num_pages, num_kv_heads, page_size = k_cache.shape[:3]
+    checks.heads(num_q_heads, num_kv_heads)
+    num_seqs = checks.batch(cu_seqlens_q, seq_lens, block_table, device)
+    if out is None:
+        out = torch.empty_like(query)
+    elif checks.rows("out", out, device, (query.dtype,)) != tuple(query.shape):
+        raise ValueError(f"out has shape {tuple(out.shape)}, query has {tuple(query.shape)}")
+    if max_query_len < 1 and num_tokens > 0:
+        raise ValueError(f"max_query_len must be at least 1, got {max_query_len}")
+    splits = num_kv_splits or config.num_kv_splits(num_seqs, num_kv_heads, device)
+    if splits & (splits - 1) or not 1 <= splits <= config.MAX_KV_SPLITS:
+        raise ValueError(f"num_kv_splits must be a power of two up to {config.MAX_KV_SPLITS}, got {splits}")
+    if check_lengths:
+        checks.lengths(cu_seqlens_q, seq_lens, block_table, num_tokens, page_size, num_pages)
+    if num_tokens == 0 or num_seqs == 0:
+        return out
+
+    scale = (softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)) * LOG2_E
+    common = dict(
+        query=query, out=out, k_cache=k_cache, v_cache=v_cache, block_table=block_table,
+        cu_seqlens_q=cu_seqlens_q, seq_lens=seq_lens, qk_scale=scale,
+        queries_per_kv=num_q_heads // num_kv_heads, fp32_dot=_needs_fp32_dot(query.dtype))
+    _launch_decode(**common, num_seqs=num_seqs, num_splits=splits, workspace=workspace)
+    if max_query_len > 1:
+        _launch_prefill(**common, num_seqs=num_seqs, causal=causal)
+    return out
+
+
+def _needs_fp32_dot(dtype: torch.dtype) -> bool:
+    # fp32 inputs: IEEE dot instead of TF32. bf16 under the interpreter: its bf16 dot is wrong.
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and config.interpreting())
+
+
+def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
+                   queries_per_kv, fp32_dot, num_seqs, num_splits, workspace):
+    num_q_heads, head_dim = query.shape[1], query.shape[2]
+    tiles = config.decode_tiles(head_dim, queries_per_kv)
+    if num_splits > 1:
+        rows = num_seqs * num_splits
+        if workspace is None:
+            workspace = SplitKVWorkspace(
+                torch.empty(rows, num_q_heads, head_dim, dtype=torch.float32, device=query.device),
+                torch.empty(rows, num_q_heads, dtype=torch.float32, device=query.device))
+        elif not workspace.fits(rows, num_q_heads, head_dim):
+            raise ValueError(f"workspace too small: {num_seqs} sequences x {num_splits} splits need "
+                             f"{rows} rows of [{num_q_heads}, {head_dim}], it has "
+                             f"{tuple(workspace.partial_out.shape)}")
+        partial_out, partial_lse = workspace.partial_out, workspace.partial_lse
+    else:
+        partial_out = partial_lse = out  # never touched with a single split
+    head_dim_p = config.padded_head_dim(head_dim)
+    decode_kernel[(num_seqs, k_cache.shape[1], num_splits)](
+        out, partial_out, partial_lse, query, k_cache, v_cache, block_table, cu_seqlens_q,
+        seq_lens, qk_scale, num_q_heads,
+        query.stride(0), query.stride(1), out.stride(0), out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
+        QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
+        PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
+        NUM_SPLITS=num_splits, FP32_DOT=fp32_dot,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+    if num_splits > 1:
+        merge_splits_kernel[(num_seqs, num_q_heads)](
+            out, partial_out, partial_lse, cu_seqlens_q, num_q_heads, out.stride(0), out.stride(1),
+            HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p, NUM_SPLITS=num_splits)
+
+
+def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
+                    queries_per_kv, fp32_dot, num_seqs, causal):
+    num_tokens, head_dim = query.shape[0], query.shape[2]
+    tiles = config.prefill_tiles(head_dim, queries_per_kv)
+    block_q = tiles.block_m // queries_per_kv
+    grid = (num_tokens // block_q + num_seqs, k_cache.shape[1])
+    prefill_kernel[grid](
+        out, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale, num_seqs,
+        query.stride(0), query.stride(1), out.stride(0), out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
+        QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m, BLOCK_Q=block_q,
+        BLOCK_N=tiles.block_n, PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim,
+        HEAD_DIM_P=config.padded_head_dim(head_dim), CAUSAL=causal, FP32_DOT=fp32_dot,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages)

@@ -1,0 +1,111 @@
+"""Attention for every sequence whose query is longer than one token (prefills and extends).
+
+One program owns BLOCK_Q consecutive query tokens of one sequence and all ``queries_per_kv``
+query heads that share one KV head, packed into BLOCK_M = BLOCK_Q * queries_per_kv rows, so
+each K/V tile it loads from the paged cache serves every query head of the group.
+
+The grid is ``(num_tokens // BLOCK_Q + num_seqs, num_kv_heads)``: an upper bound on the query
+blocks of any batch of that many tokens and sequences, computed from shapes alone (CUDA-graph
+safe). Sequence ``i`` owns the program ids ``[start(i), start(i + 1))`` with
+``start(i) = cu_seqlens_q[i] // BLOCK_Q + i``; programs past a sequence's last block exit.
+"""
+
+import triton
+import triton.language as tl
+
+from .tile import attend_kv_range
+
+
+@triton.jit
+def find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q: tl.constexpr):
+    """Binary search for the sequence whose query blocks include program ``q_block_id``."""
+    first = tl.load(cu_seqlens_q)
+    lo = 0
+    hi = num_seqs
+    while lo < hi:
+        mid = (lo + hi) // 2
+        mid_start = (tl.load(cu_seqlens_q + mid) - first) // BLOCK_Q + mid
+        if mid_start <= q_block_id:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1
+
+
+@triton.jit
+def prefill_kernel(
+    out,  # [num_tokens, num_q_heads, HEAD_DIM]
+    query,  # [num_tokens, num_q_heads, HEAD_DIM]
+    k_cache,  # [num_pages, num_kv_heads, PAGE_SIZE, HEAD_DIM] (view into the packed cache)
+    v_cache,  # [num_pages, num_kv_heads, PAGE_SIZE, HEAD_DIM] (same strides as k_cache)
+    block_table,  # [num_seqs, max_pages_per_seq] int32
+    cu_seqlens_q,  # [num_seqs + 1] int32
+    seq_lens,  # [num_seqs] int32, KV length including this step's tokens
+    qk_scale,  # softmax_scale * log2(e)
+    num_seqs,
+    stride_qt, stride_qh,
+    stride_ot, stride_oh,
+    stride_page, stride_kvh, stride_slot,
+    stride_bt,
+    QUERIES_PER_KV: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_Q: tl.constexpr,  # BLOCK_M // QUERIES_PER_KV
+    BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_P: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    FP32_DOT: tl.constexpr,
+):
+    q_block_id = tl.program_id(0)
+    kv_head = tl.program_id(1)
+
+    seq = find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q)
+    first_token = tl.load(cu_seqlens_q + seq)
+    q_len = tl.load(cu_seqlens_q + seq + 1) - first_token
+    q_block = q_block_id - ((first_token - tl.load(cu_seqlens_q)) // BLOCK_Q + seq)
+    # Single-token queries belong to the decode kernel.
+    if q_len <= 1 or q_block * BLOCK_Q >= q_len:
+        return
+    seq_len = tl.load(seq_lens + seq)
+    context_len = seq_len - q_len  # tokens already in the cache before this step
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM_P)
+    q_idx = q_block * BLOCK_Q + offs_m // QUERIES_PER_KV  # query index within the sequence
+    q_head = kv_head * QUERIES_PER_KV + offs_m % QUERIES_PER_KV
+    row_valid = (offs_m < BLOCK_Q * QUERIES_PER_KV) & (q_idx < q_len)
+    q_pos = context_len + q_idx  # bottom-right aligned causal position
+    token = (first_token + q_idx).to(tl.int64)
+    io_mask = row_valid[:, None] & (offs_d < HEAD_DIM)[None, :]
+
+    q = tl.load(query + token[:, None] * stride_qt + q_head[:, None] * stride_qh + offs_d[None, :],
+                mask=io_mask, other=0.0)
+    if FP32_DOT:
+        q = q.to(tl.float32)
+
+    if CAUSAL:
+        kv_end = context_len + tl.minimum((q_block + 1) * BLOCK_Q, q_len)
+        # Tiles wholly at or before the block's first query position are visible to every row.
+        full_end = (context_len + q_block * BLOCK_Q + 1) // BLOCK_N * BLOCK_N
+    else:
+        kv_end = seq_len
+        full_end = seq_len // BLOCK_N * BLOCK_N
+
+    kv_head_offset = kv_head.to(tl.int64) * stride_kvh
+    block_table_row = block_table + seq.to(tl.int64) * stride_bt
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM_P], tl.float32)
+    acc, m_i, l_i = attend_kv_range(
+        acc, m_i, l_i, q, q_pos, k_cache + kv_head_offset, v_cache + kv_head_offset,
+        block_table_row, 0, full_end, qk_scale, stride_page, stride_slot,
+        False, CAUSAL, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+    acc, m_i, l_i = attend_kv_range(
+        acc, m_i, l_i, q, q_pos, k_cache + kv_head_offset, v_cache + kv_head_offset,
+        block_table_row, full_end, kv_end, qk_scale, stride_page, stride_slot,
+        True, CAUSAL, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+
+    acc = acc / l_i[:, None]
+    tl.store(out + token[:, None] * stride_ot + q_head[:, None] * stride_oh + offs_d[None, :],
+             acc.to(out.dtype.element_ty), mask=io_mask)

@@ -1,0 +1,51 @@
+"""The oracle: plain float64 PyTorch attention that reads K/V through the block table.
+
+Slow and obvious on purpose. Every kernel test compares against it; it never goes near a GPU
+fast path, so a bug in the kernels cannot hide in it.
+"""
+
+import math
+
+import torch
+
+
+def gather_kv(kv_cache: torch.Tensor, block_table_row: torch.Tensor, seq_len: int):
+    """K and V of one sequence, ``[seq_len, num_kv_heads, head_dim]`` each, in float64."""
+    page_size, head_dim = kv_cache.shape[2], kv_cache.shape[3] // 2
+    pos = torch.arange(seq_len, device=kv_cache.device)
+    pages = block_table_row.long()[pos // page_size]
+    rows = kv_cache[pages, :, pos % page_size, :].double()  # [seq_len, num_kv_heads, 2 * head_dim]
+    return rows[..., :head_dim], rows[..., head_dim:]
+
+
+def attention_one_seq(q, k, v, *, causal: bool, softmax_scale: float):
+    """``q [q_len, Hq, D]``, ``k/v [seq_len, Hkv, D]`` float64; queries are the last q_len
+    positions of the sequence (bottom-right causal alignment)."""
+    q_len, num_q_heads, _ = q.shape
+    seq_len, num_kv_heads, _ = k.shape
+    group = num_q_heads // num_kv_heads
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q, k) * softmax_scale
+    if causal:
+        q_pos = torch.arange(seq_len - q_len, seq_len, device=q.device)
+        k_pos = torch.arange(seq_len, device=q.device)
+        scores = scores.masked_fill(k_pos[None, None, :] > q_pos[None, :, None], float("-inf"))
+    return torch.einsum("hqk,khd->qhd", torch.softmax(scores, dim=-1), v)
+
+
+def paged_attention_reference(query, kv_cache, cu_seqlens_q, seq_lens, block_table, *,
+                              softmax_scale=None, causal=True) -> torch.Tensor:
+    """float64 ``[num_tokens, num_q_heads, head_dim]``; same arguments as ``paged_attention``.
+    Rows of tokens that belong to no sequence are left NaN."""
+    head_dim = query.shape[2]
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+    out = torch.full(query.shape, float("nan"), dtype=torch.float64, device=query.device)
+    cu = cu_seqlens_q.tolist()
+    for i, seq_len in enumerate(seq_lens[: len(cu) - 1].tolist()):
+        if cu[i + 1] == cu[i]:
+            continue
+        k, v = gather_kv(kv_cache, block_table[i], seq_len)
+        out[cu[i]:cu[i + 1]] = attention_one_seq(query[cu[i]:cu[i + 1]].double(), k, v,
+                                                 causal=causal, softmax_scale=scale)
+    return out

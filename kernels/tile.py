@@ -1,0 +1,94 @@
+"""Triton device functions shared by the prefill and decode kernels.
+
+Both kernels hold a tile of query rows (``BLOCK_M`` rows, each one query token of one query
+head) and stream the key/value tokens of one sequence from the paged cache through
+``attend_kv_range``, which keeps the online-softmax state in float32:
+
+    m_i  [BLOCK_M]              running max of the scaled logits, in log2 units
+    l_i  [BLOCK_M]              running sum of exp2(logit - m_i)
+    acc  [BLOCK_M, HEAD_DIM_P]  running sum of exp2(logit - m_i) * v
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def kv_token_offsets(
+    block_table_row,  # [max_pages_per_seq] int32, physical page of each logical page
+    kv_pos,  # [BLOCK_N] logical token positions in the sequence
+    kv_valid,  # [BLOCK_N] bool, or None when every position is in range
+    stride_page,
+    stride_slot,
+    PAGE_SIZE: tl.constexpr,
+):
+    """Element offset of each token's K row (the V row sits HEAD_DIM further on)."""
+    if kv_valid is None:
+        page = tl.load(block_table_row + kv_pos // PAGE_SIZE)
+    else:
+        page = tl.load(block_table_row + kv_pos // PAGE_SIZE, mask=kv_valid, other=0)
+    # int64: page index times page stride overflows int32 in caches over 2^31 elements.
+    return page.to(tl.int64) * stride_page + (kv_pos % PAGE_SIZE).to(tl.int64) * stride_slot
+
+
+@triton.jit
+def attend_kv_range(
+    acc, m_i, l_i,
+    q,  # [BLOCK_M, HEAD_DIM_P] query tile, already in the dot dtype
+    q_pos,  # [BLOCK_M] absolute position of each row's query token
+    k_cache,  # pointer to K of this KV head: kv_cache[0, kv_head, 0, 0]
+    v_cache,  # pointer to V of this KV head: kv_cache[0, kv_head, 0, HEAD_DIM]
+    block_table_row,  # [max_pages_per_seq] int32
+    kv_start, kv_end,  # token range [kv_start, kv_end) to attend to
+    qk_scale,  # softmax_scale * log2(e)
+    stride_page, stride_slot,
+    MASKED: tl.constexpr,  # False only when every token in range is visible to every row
+    CAUSAL: tl.constexpr,
+    PAGE_SIZE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_P: tl.constexpr,  # HEAD_DIM rounded up to a power of two
+    FP32_DOT: tl.constexpr,  # dot in IEEE float32 (fp32 inputs; bf16 under the interpreter)
+):
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM_P)
+    d_valid = offs_d < HEAD_DIM
+    for start_n in range(kv_start, kv_end, BLOCK_N):
+        kv_pos = start_n + offs_n
+        if MASKED:
+            kv_valid = kv_pos < kv_end
+            rows = kv_token_offsets(block_table_row, kv_pos, kv_valid, stride_page, stride_slot, PAGE_SIZE)
+            kt_mask = d_valid[:, None] & kv_valid[None, :]
+            v_mask = kv_valid[:, None] & d_valid[None, :]
+        else:
+            rows = kv_token_offsets(block_table_row, kv_pos, None, stride_page, stride_slot, PAGE_SIZE)
+            kt_mask = d_valid[:, None]
+            v_mask = d_valid[None, :]
+        k_t = tl.load(k_cache + rows[None, :] + offs_d[:, None], mask=kt_mask, other=0.0)
+        if FP32_DOT:
+            s = tl.dot(q, k_t.to(tl.float32), input_precision="ieee")
+        else:
+            s = tl.dot(q, k_t)
+        s = s * qk_scale
+        if MASKED:
+            visible = kv_valid[None, :]
+            if CAUSAL:
+                visible = visible & (kv_pos[None, :] <= q_pos[:, None])
+            s = tl.where(visible, s, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row that has seen no visible token yet keeps m = -inf; subtract 0 instead so
+        # exp2 gives 0 rather than NaN from (-inf) - (-inf).
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_ref[:, None])
+        alpha = tl.exp2(m_i - m_ref)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+
+        v = tl.load(v_cache + rows[:, None] + offs_d[None, :], mask=v_mask, other=0.0)
+        if FP32_DOT:
+            acc = tl.dot(p, v.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+    return acc, m_i, l_i
