@@ -1,0 +1,35 @@
+"""Test-wide setup: pick the device, and run Triton kernels on the CPU when there is no GPU.
+
+TRITON_INTERPRET must be set before any module defining a Triton kernel is imported, which is
+why it is set here, at collection time, rather than in a fixture.
+"""
+
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from . import accuracy  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_gpu)
+
+
+def pytest_terminal_summary(terminalreporter):
+    table = accuracy.summary_table()
+    if table:
+        terminalreporter.write_sep("-", "max-abs error vs float64 reference")
+        terminalreporter.write_line(table)
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return torch.device("cuda") if HAS_CUDA else torch.device("cpu")
