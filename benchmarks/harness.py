@@ -1,0 +1,376 @@
+"""Drive attention backends exactly as vLLM 0.26 does, on identical inputs, and time them.
+
+For each vLLM backend (FLASHCORE, FLASH_ATTN, TRITON_ATTN, FLASHINFER) this builds a real
+``Attention`` layer (which builds the backend's Impl and registers the layer in the static
+forward context, where FlashInfer's builder looks for it), the backend's metadata builder from
+the layer's KV-cache spec, and per step: ``builder.build(0, CommonAttentionMetadata)``, then
+``impl.do_kv_cache_update`` and ``impl.forward`` as ``Attention`` calls them. Two extra rows:
+``FLASHCORE_KERNEL`` (our launcher called directly, no vLLM) and ``TORCH_SDPA`` (dense
+tensors, no paging: a floor, not a competitor).
+
+Timed is ``impl.forward`` (the attention itself); the cache write is timed apart
+(``update_ms``) and ``build`` is host time (``build_ms``). GPU times are medians from
+``triton.testing.do_bench`` (CUDA events, L2 flushed between runs) or, with timer="graph",
+``do_bench_cudagraph`` (CUDA-graph replays, no launch overhead, as vLLM's decode graphs run).
+"""
+
+import contextlib
+import itertools
+import math
+import time
+import traceback
+
+import torch
+
+import batches
+import geometry
+
+VLLM_BACKENDS = ("FLASHCORE", "FLASH_ATTN", "TRITON_ATTN", "FLASHINFER")
+EXTRA_BACKENDS = ("FLASHCORE_KERNEL", "TORCH_SDPA")
+ALL_BACKENDS = VLLM_BACKENDS + EXTRA_BACKENDS
+_layer_ids = itertools.count()
+
+
+class Skip(Exception):
+    """A backend that cannot run this case; the message is recorded as the reason."""
+
+
+# vLLM objects -----------------------------------------------------------------------------
+
+def backend_class(name: str):
+    """The backend class vLLM would use for ``name``; FLASHCORE comes from our plugin."""
+    from vllm.plugins import load_general_plugins
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    load_general_plugins()
+    try:
+        member = AttentionBackendEnum[name]
+    except (KeyError, ValueError):
+        raise Skip(f"{name} is not in AttentionBackendEnum (is the flashcore plugin installed?)")
+    try:
+        return member.get_class()
+    except Exception as e:  # CUSTOM unregistered, or an import failing on this platform
+        raise Skip(f"{name}: cannot load backend class: {type(e).__name__}: {e}")
+
+
+_configs: dict = {}
+
+
+def vllm_config(g: geometry.Geometry, dtype: torch.dtype, page_size: int, max_model_len: int,
+                max_num_seqs: int, max_num_batched_tokens: int, device: torch.device):
+    """A real VllmConfig for a one-layer model of this geometry, from a local config.json."""
+    key = (g, dtype, page_size, max_model_len, max_num_seqs, max_num_batched_tokens, device.type)
+    if key in _configs:
+        return _configs[key]
+    from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
+
+    dtype_name = str(dtype).removeprefix("torch.")
+    model_dir = geometry.write_model_dir(g, num_layers=1, dtype=dtype_name)
+    model = ModelConfig(model=str(model_dir), tokenizer=None, skip_tokenizer_init=True,
+                        dtype=dtype_name, max_model_len=max_model_len, seed=0)
+    scheduler = SchedulerConfig(max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                                max_num_batched_tokens=max_num_batched_tokens,
+                                is_encoder_decoder=False)
+    config = VllmConfig(model_config=model, cache_config=CacheConfig(block_size=page_size),
+                        scheduler_config=scheduler, device_config=DeviceConfig(device=device.type))
+    _configs[key] = config
+    return config
+
+
+def config_for(inp: batches.Inputs, g: geometry.Geometry):
+    spec = inp.spec
+    page = inp.page_size
+    max_model_len = max(4096, -(-spec.max_seq_len // page) * page)
+    max_num_seqs = max(256, spec.num_reqs)
+    tokens = max(8192, spec.num_tokens, max_num_seqs)
+    return vllm_config(g, inp.dtype, page, max_model_len, max_num_seqs, tokens, inp.qkv.device)
+
+
+def common_metadata(inp: batches.Inputs):
+    from vllm.v1.attention.backend import CommonAttentionMetadata
+
+    spec = inp.spec
+    seq_lens_cpu = torch.tensor(spec.seq_lens, dtype=torch.int32)
+    q_lens_cpu = torch.tensor(spec.query_lens, dtype=torch.int32)
+    return CommonAttentionMetadata(
+        query_start_loc=inp.query_start_loc, query_start_loc_cpu=inp.query_start_loc.cpu(),
+        seq_lens=inp.seq_lens, num_reqs=spec.num_reqs, num_actual_tokens=spec.num_tokens,
+        max_query_len=spec.max_query_len, max_seq_len=spec.max_seq_len,
+        block_table_tensor=inp.block_table, slot_mapping=inp.slot_mapping, causal=True,
+        seq_lens_cpu_upper_bound=seq_lens_cpu, is_prefilling=(q_lens_cpu > 1).to(inp.qkv.device),
+        _seq_lens_cpu=seq_lens_cpu, _num_computed_tokens_cpu=seq_lens_cpu - q_lens_cpu)
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _stride_order(cls) -> tuple[int, ...]:
+    try:
+        return tuple(cls.get_kv_cache_stride_order())
+    except (AttributeError, NotImplementedError):
+        return (0, 1, 2, 3)
+
+
+# Runners: each has .forward(), optional .update(), .output, .cache --------------------------
+
+class VllmRunner:
+    """One backend as vLLM's model runner drives it: layer, builder, build, update, forward."""
+
+    def __init__(self, name: str, inp: batches.Inputs, g: geometry.Geometry):
+        from vllm.config import set_current_vllm_config
+        from vllm.model_executor.layers.attention import Attention
+
+        cls = backend_class(name)
+        self.config = config_for(inp, g)
+        self.inp = inp
+        with set_current_vllm_config(self.config), default_dtype(inp.dtype):
+            prefix = f"model.layers.{next(_layer_ids)}.self_attn.attn"
+            layer = Attention(g.num_q_heads, g.head_dim, 1.0 / math.sqrt(g.head_dim),
+                              num_kv_heads=g.num_kv_heads, cache_config=self.config.cache_config,
+                              prefix=prefix, attn_backend=cls)
+            self.layer = layer.to(inp.qkv.device)
+            self.layer.process_weights_after_loading(inp.dtype)
+            kv_spec = self.layer.get_kv_cache_spec(self.config)
+            self.builder = cls.get_builder_cls()(kv_spec, [prefix], self.config, inp.qkv.device)
+            self.cache = inp.kv_cache(_stride_order(cls))
+            self.common = common_metadata(inp)
+            self.metadata = self.build()
+        self.impl = self.layer.impl
+        self.writes_in_forward = cls.forward_includes_kv_cache_update
+        self.output = torch.empty_like(inp.query)
+
+    def build(self):
+        return self.builder.build(common_prefix_len=0, common_attn_metadata=self.common)
+
+    def update(self):
+        if not self.writes_in_forward:
+            self.impl.do_kv_cache_update(self.layer, self.inp.key, self.inp.value, self.cache,
+                                         self.inp.slot_mapping)
+
+    def forward(self):
+        self.impl.forward(self.layer, self.inp.query, self.inp.key, self.inp.value, self.cache,
+                          self.metadata, self.output)
+
+
+class KernelRunner:
+    """Our launchers called directly, as a user outside vLLM would."""
+
+    def __init__(self, inp: batches.Inputs):
+        import flashcore_kernels as fk
+
+        self.fk, self.inp = fk, inp
+        self.cache = inp.kv_cache()
+        self.workspace = fk.SplitKVWorkspace.allocate(inp.spec.num_reqs, inp.num_q_heads,
+                                                      inp.num_kv_heads, inp.head_dim,
+                                                      inp.qkv.device)
+        self.output = torch.empty_like(inp.query)
+
+    def update(self):
+        self.fk.write_kv_cache(self.inp.key, self.inp.value, self.cache, self.inp.slot_mapping)
+
+    def forward(self):
+        inp = self.inp
+        self.fk.paged_attention(inp.query, self.cache, inp.query_start_loc, inp.seq_lens,
+                                inp.block_table, max_query_len=inp.spec.max_query_len,
+                                out=self.output, workspace=self.workspace, check_lengths=False)
+
+
+class SdpaRunner:
+    """torch SDPA on dense, contiguous K/V (no paging): a floor for uniform batches only."""
+
+    has_cache_write = False
+
+    def __init__(self, inp: batches.Inputs, free_bytes: int):
+        spec = inp.spec
+        if not spec.is_uniform:
+            raise Skip("ragged batch: SDPA needs equal lengths")
+        q_len, s = spec.query_lens[0], spec.seq_lens[0]
+        if 1 < q_len < s:
+            raise Skip("chunked prefill: SDPA's is_causal is top-left aligned")
+        kv = batches.kv_cache_bytes(spec, inp.num_kv_heads, inp.head_dim, inp.page_size,
+                                    inp.qkv.element_size())
+        if 3 * kv > free_bytes:
+            raise Skip(f"dense K/V copies need ~{3 * kv / 2**30:.1f} GiB")
+        self.inp, self.cache = inp, inp.kv_cache()
+        self.causal = q_len > 1
+        b, h = spec.num_reqs, inp.num_q_heads
+        self.q = inp.query.reshape(b, q_len, h, inp.head_dim).transpose(1, 2).contiguous()
+        self.k = self.v = None
+        self.o = torch.empty_like(self.q)
+
+    def update(self):
+        # The cache write is not what this floor measures; gather dense K/V once, after the
+        # new tokens are in the cache, so the result is comparable with the paged backends.
+        if self.k is None:
+            self.k, self.v = batches.dense_kv(self.inp, self.cache)
+
+    def forward(self):
+        self.o = torch.nn.functional.scaled_dot_product_attention(
+            self.q, self.k, self.v, is_causal=self.causal, enable_gqa=True)
+
+    @property
+    def output(self):
+        b, h, q, d = self.o.shape
+        return self.o.transpose(1, 2).reshape(b * q, h, d)
+
+
+def make_runner(name: str, inp: batches.Inputs, g: geometry.Geometry, free_bytes: int):
+    if name == "FLASHCORE_KERNEL":
+        return KernelRunner(inp)
+    if name == "TORCH_SDPA":
+        return SdpaRunner(inp, free_bytes)
+    if name not in VLLM_BACKENDS:
+        raise Skip(f"unknown backend {name}")
+    if inp.qkv.device.type != "cuda" and name in ("FLASH_ATTN", "FLASHINFER"):
+        raise Skip(f"{name} needs a CUDA GPU")
+    return VllmRunner(name, inp, g)
+
+
+# Timing -----------------------------------------------------------------------------------
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn, device, timer: str, warmup_ms: int, rep_ms: int) -> float:
+    """Median GPU time of ``fn`` in ms (``timer``: events, graph); wall clock on the CPU."""
+    if device.type != "cuda":
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+    import triton.testing
+
+    if timer == "graph":
+        return triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median")
+    return triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+
+
+def copy_bandwidth_gbps(device, nbytes: int = 2 << 30) -> float:
+    """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    src = torch.empty(nbytes // 2, dtype=torch.float16, device=device).normal_()
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device, "events", 25, 200)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+# One case, all backends ---------------------------------------------------------------------
+
+def free_memory(device) -> int:
+    if device.type != "cuda":
+        return 1 << 40
+    torch.cuda.empty_cache()
+    return torch.cuda.mem_get_info(device)[0]
+
+
+def measure_backend(name, inp, g, *, timer="events", warmup_ms=25, rep_ms=100, check=True):
+    """One backend on one prepared batch; returns a result dict (never raises)."""
+    device = inp.qkv.device
+    rec = {"backend": name, "status": "ok"}
+    try:
+        t0 = time.perf_counter()
+        runner = make_runner(name, inp, g, free_memory(device))
+        runner.output.fill_(float("nan"))
+        runner.update()
+        runner.forward()
+        synchronize(device)
+        rec["first_call_s"] = round(time.perf_counter() - t0, 3)
+        if check:
+            rec["max_abs_err"] = batches.reference_error(inp, runner.cache, runner.output)
+        if hasattr(runner, "build"):
+            t1 = time.perf_counter()
+            runner.build()
+            rec["build_ms"] = (time.perf_counter() - t1) * 1e3
+        rec["ms"] = time_ms(runner.forward, device, timer, warmup_ms, rep_ms)
+        if getattr(runner, "has_cache_write", True):
+            rec["update_ms"] = time_ms(runner.update, device, timer, warmup_ms, rep_ms)
+        rec["timer"] = timer if device.type == "cuda" else "wall (CPU, one call)"
+    except Skip as e:
+        rec.update(status="skipped", reason=str(e))
+    except Exception as e:  # a failing backend must not stop the sweep
+        rec.update(status="failed", reason=f"{type(e).__name__}: {str(e)[:400]}",
+                   traceback=traceback.format_exc(limit=6)[-2000:])
+    finally:
+        with contextlib.suppress(Exception):
+            synchronize(device)
+    return rec
+
+
+def add_units(rec: dict, inp: batches.Inputs, copy_gbps: float | None) -> dict:
+    """GB/s of attention bytes, TFLOP/s of causal FLOPs, and percent of copy bandwidth."""
+    if rec.get("status") != "ok" or not rec.get("ms"):
+        return rec
+    spec, sec = inp.spec, rec["ms"] * 1e-3
+    nbytes = batches.attention_bytes(spec, inp.num_q_heads, inp.num_kv_heads, inp.head_dim,
+                                     inp.qkv.element_size())
+    flops = batches.attention_flops(spec, inp.num_q_heads, inp.head_dim)
+    rec["gbps"] = nbytes / sec / 1e9
+    rec["tflops"] = flops / sec / 1e12
+    if copy_gbps:
+        rec["pct_copy_bw"] = 100.0 * rec["gbps"] / copy_gbps
+    return rec
+
+
+def run_case(spec: batches.BatchSpec, g: geometry.Geometry, backends, *, page_size=16,
+             dtype=torch.bfloat16, device="cuda", timer="events", warmup_ms=25, rep_ms=100,
+             check=True, copy_gbps=None, seed=0, log=print) -> dict:
+    """All ``backends`` on one batch with identical inputs; returns the case record."""
+    device = torch.device(device)
+    elem = torch.empty((), dtype=dtype).element_size()
+    need = batches.kv_cache_bytes(spec, g.num_kv_heads, g.head_dim, page_size, elem)
+    case = {"label": spec.label, "geometry": g.name, "num_q_heads": g.num_q_heads,
+            "num_kv_heads": g.num_kv_heads, "head_dim": g.head_dim, "page_size": page_size,
+            "dtype": str(dtype).removeprefix("torch."), "num_reqs": spec.num_reqs,
+            "num_tokens": spec.num_tokens, "seq_lens": _summary(spec.seq_lens),
+            "query_lens": _summary(spec.query_lens), "kv_cache_gib": need / 2**30,
+            "flops": batches.attention_flops(spec, g.num_q_heads, g.head_dim),
+            "bytes": batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, elem),
+            "results": []}
+    free = free_memory(device)
+    if need * 1.15 + (1 << 30) > free:
+        case["skipped"] = f"KV cache needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+        log(f"  skip {spec.label} [{g.name}]: {case['skipped']}")
+        return case
+    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, page_size,
+                              dtype, device, seed)
+    try:
+        for name in backends:
+            rec = add_units(measure_backend(name, inp, g, timer=timer, warmup_ms=warmup_ms,
+                                            rep_ms=rep_ms, check=check), inp, copy_gbps)
+            case["results"].append(rec)
+            log("  " + format_result(spec.label, g.name, rec))
+    finally:
+        inp.free_caches()
+        del inp
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return case
+
+
+def _summary(values) -> str | list:
+    values = list(values)
+    if len(set(values)) == 1:
+        return f"{len(values)}x{values[0]}"
+    return values if len(values) <= 8 else f"{len(values)} values, max {max(values)}"
+
+
+def format_result(label: str, geom: str, rec: dict) -> str:
+    head = f"{label:<34} {geom:<12} {rec['backend']:<17}"
+    if rec["status"] != "ok":
+        return f"{head} {rec['status']}: {rec.get('reason', '')[:150]}"
+    parts = [f"{rec['ms'] * 1e3:9.1f} us", f"{rec.get('gbps', 0):8.1f} GB/s",
+             f"{rec.get('tflops', 0):7.1f} TFLOP/s"]
+    if "pct_copy_bw" in rec:
+        parts.append(f"{rec['pct_copy_bw']:5.1f}% copy BW")
+    if "max_abs_err" in rec:
+        parts.append(f"err {rec['max_abs_err']:.1e}")
+    return head + " " + "  ".join(parts)
