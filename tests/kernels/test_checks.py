@@ -1,0 +1,83 @@
+"""Bad input raises a ValueError or TypeError naming the argument, before any launch."""
+
+import pytest
+import torch
+
+import flashcore_kernels as fk
+
+from ..paged_batch import make_batch
+
+
+@pytest.fixture
+def batch(device):
+    return make_batch([3, 1], [10, 20], device=device)
+
+
+def call(batch, **overrides):
+    args = dict(zip(["query", "kv_cache", "cu_seqlens_q", "seq_lens", "block_table"], batch.args()))
+    args["max_query_len"] = batch.max_query_len
+    args.update(overrides)
+    return fk.paged_attention(**args)
+
+
+def test_wrong_device(batch):
+    with pytest.raises(ValueError, match="kv_cache is on meta"):
+        call(batch, kv_cache=batch.kv_cache.to("meta"))
+    with pytest.raises(ValueError, match="block_table is on meta"):
+        call(batch, block_table=batch.block_table.to("meta"))
+
+
+def test_wrong_dtype(batch):
+    with pytest.raises(TypeError, match="query has dtype torch.float64"):
+        call(batch, query=batch.query.double())
+    with pytest.raises(TypeError, match="kv_cache has dtype torch.float32"):
+        call(batch, kv_cache=batch.kv_cache.float())
+    with pytest.raises(TypeError, match="seq_lens has dtype torch.int64"):
+        call(batch, seq_lens=batch.seq_lens.long())
+    with pytest.raises(TypeError, match="query must be a torch.Tensor"):
+        call(batch, query=[1.0])
+
+
+def test_unsupported_head_dim(device):
+    batch = make_batch([2], [2], head_dim=12, device=device)
+    with pytest.raises(ValueError, match="head_dim 12 is not supported"):
+        call(batch)
+
+
+def test_last_dim_not_contiguous(batch):
+    strided = batch.query.transpose(1, 2).contiguous().transpose(1, 2)
+    with pytest.raises(ValueError, match="query must have a contiguous last dimension"):
+        call(batch, query=strided)
+
+
+def test_block_table_too_short(batch):
+    with pytest.raises(ValueError, match="sequence 1: seq_len 20 needs 2 pages of 16, but block_table has 1"):
+        call(batch, block_table=batch.block_table[:, :1])
+
+
+def test_query_longer_than_sequence(batch):
+    with pytest.raises(ValueError, match="sequence 0: query length 3 is longer than its sequence length 2"):
+        call(batch, seq_lens=torch.tensor([2, 20], dtype=torch.int32, device=batch.query.device))
+
+
+def test_page_id_out_of_range(batch):
+    bad = batch.block_table.clone()
+    bad[1, 1] = batch.kv_cache.shape[0]
+    with pytest.raises(ValueError, match="page ids outside"):
+        call(batch, block_table=bad)
+
+
+def test_mismatched_output(batch):
+    with pytest.raises(ValueError, match="out has shape"):
+        call(batch, out=batch.query[:1])
+
+
+def test_bad_split_count(batch):
+    with pytest.raises(ValueError, match="num_kv_splits must be a power of two"):
+        call(batch, num_kv_splits=3)
+
+
+def test_workspace_too_small(batch):
+    ws = fk.SplitKVWorkspace.allocate(1, 4, 2, 64, batch.query.device)
+    with pytest.raises(ValueError, match="workspace too small"):
+        call(batch, workspace=ws, num_kv_splits=64)
