@@ -1,12 +1,6 @@
-"""The tolerance table and the comparison every correctness test goes through.
+"""The comparison every correctness test goes through, with the tolerance table of
+``flashcore_kernels.reference.TOLERANCE`` (its comment says where the numbers come from).
 
-Tolerances are max-abs errors against the float64 reference, one number per dtype. They come from
-measuring torch SDPA on an H100 (random inputs, causal GQA prefill, DESIGN.md section 5): its own
-max-abs error is 1.0e-3 to 1.3e-3 in fp16 and 0.8e-2 to 1.0e-2 in bf16, and merely rounding the
-exact result to the dtype costs about 1e-3 (fp16) and 8e-3 (bf16). We allow three times SDPA's
-worst error: room for a different (still fp32) accumulation order and for P rounded to fp16/bf16
-before P @ V, and still an order of magnitude below the 0.007..1.046 errors that indexing,
-masking or softmax-state bugs produce. fp32 runs the dot products in IEEE fp32 (no TF32).
 Every comparison also checks that each row that should be written holds no NaN (outputs are
 poisoned with NaN before each call).
 """
@@ -16,11 +10,8 @@ import os
 
 import torch
 
-TOLERANCE = {
-    torch.float16: 4e-3,
-    torch.bfloat16: 3e-2,
-    torch.float32: 2e-5,
-}
+from flashcore_kernels.reference import TOLERANCE
+
 
 _RESULTS: list[dict] = []
 
