@@ -17,6 +17,7 @@ Timed is ``impl.forward`` (the attention itself); the cache write is timed apart
 import contextlib
 import itertools
 import math
+import statistics
 import time
 import traceback
 
@@ -240,17 +241,25 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn, device, timer: str, warmup_ms: int, rep_ms: int) -> float:
-    """Median GPU time of ``fn`` in ms (``timer``: events, graph); wall clock on the CPU."""
+def time_all_ms(fn, device, timer: str, warmup_ms: int, rep_ms: int) -> list[float]:
+    """GPU time of every timed run of ``fn`` in ms (``timer``: events, graph); on the CPU,
+    one wall-clock call."""
     if device.type != "cuda":
         start = time.perf_counter()
         fn()
-        return (time.perf_counter() - start) * 1e3
+        return [(time.perf_counter() - start) * 1e3]
     import triton.testing
 
     if timer == "graph":
-        return triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median")
-    return triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+        times = triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="all")
+    else:
+        times = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all")
+    return list(times) if isinstance(times, (list, tuple)) else [float(times)]
+
+
+def time_ms(fn, device, timer: str, warmup_ms: int, rep_ms: int) -> float:
+    """Median of ``time_all_ms``."""
+    return statistics.median(time_all_ms(fn, device, timer, warmup_ms, rep_ms))
 
 
 def copy_bandwidth_gbps(device, nbytes: int = 2 << 30) -> float:
@@ -272,8 +281,10 @@ def free_memory(device) -> int:
     return torch.cuda.mem_get_info(device)[0]
 
 
-def measure_backend(name, inp, g, *, timer="events", warmup_ms=25, rep_ms=100, check=True):
-    """One backend on one prepared batch; returns a result dict (never raises)."""
+def measure_backend(name, inp, g, *, timer="events", warmup_ms=25, rep_ms=100, check=True,
+                    keep_times=False, on_runner=None):
+    """One backend on one prepared batch; returns a result dict (never raises). ``keep_times``
+    adds every timed run (``times_ms``); ``on_runner(runner)`` is called after timing."""
     device = inp.qkv.device
     rec = {"backend": name, "status": "ok"}
     try:
@@ -290,10 +301,16 @@ def measure_backend(name, inp, g, *, timer="events", warmup_ms=25, rep_ms=100, c
             t1 = time.perf_counter()
             runner.build()
             rec["build_ms"] = (time.perf_counter() - t1) * 1e3
-        rec["ms"] = time_ms(runner.forward, device, timer, warmup_ms, rep_ms)
+        times = time_all_ms(runner.forward, device, timer, warmup_ms, rep_ms)
+        rec["ms"] = statistics.median(times)
+        rec["reps"] = len(times)
+        if keep_times:
+            rec["times_ms"] = times
         if getattr(runner, "has_cache_write", True):
             rec["update_ms"] = time_ms(runner.update, device, timer, warmup_ms, rep_ms)
         rec["timer"] = timer if device.type == "cuda" else "wall (CPU, one call)"
+        if on_runner is not None:
+            on_runner(runner)
     except Skip as e:
         rec.update(status="skipped", reason=str(e))
     except Exception as e:  # a failing backend must not stop the sweep
@@ -320,39 +337,59 @@ def add_units(rec: dict, inp: batches.Inputs, copy_gbps: float | None) -> dict:
     return rec
 
 
+def prepare(spec: batches.BatchSpec, g: geometry.Geometry, *, page_size=16,
+            dtype=torch.bfloat16, device="cuda", seed=0) -> batches.Inputs:
+    """Random inputs for one batch, or ``Skip`` when its KV cache would not fit."""
+    device = torch.device(device)
+    elem = torch.empty((), dtype=dtype).element_size()
+    need = batches.kv_cache_bytes(spec, g.num_kv_heads, g.head_dim, page_size, elem)
+    free = free_memory(device)
+    if need * 1.15 + (1 << 30) > free:
+        raise Skip(f"KV cache needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
+    return batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, page_size,
+                               dtype, device, seed)
+
+
+def release(inp: batches.Inputs | None) -> None:
+    if inp is not None:
+        device = inp.qkv.device
+        inp.free_caches()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def case_record(spec: batches.BatchSpec, g: geometry.Geometry, page_size: int, dtype) -> dict:
+    elem = torch.empty((), dtype=dtype).element_size()
+    return {"label": spec.label, "geometry": g.name, "num_q_heads": g.num_q_heads,
+            "num_kv_heads": g.num_kv_heads, "head_dim": g.head_dim, "page_size": page_size,
+            "dtype": str(dtype).removeprefix("torch."), "num_reqs": spec.num_reqs,
+            "num_tokens": spec.num_tokens, "seq_lens": _summary(spec.seq_lens),
+            "query_lens": _summary(spec.query_lens),
+            "kv_cache_gib": batches.kv_cache_bytes(spec, g.num_kv_heads, g.head_dim, page_size,
+                                                   elem) / 2**30,
+            "flops": batches.attention_flops(spec, g.num_q_heads, g.head_dim),
+            "bytes": batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, elem),
+            "results": []}
+
+
 def run_case(spec: batches.BatchSpec, g: geometry.Geometry, backends, *, page_size=16,
              dtype=torch.bfloat16, device="cuda", timer="events", warmup_ms=25, rep_ms=100,
              check=True, copy_gbps=None, seed=0, log=print) -> dict:
     """All ``backends`` on one batch with identical inputs; returns the case record."""
-    device = torch.device(device)
-    elem = torch.empty((), dtype=dtype).element_size()
-    need = batches.kv_cache_bytes(spec, g.num_kv_heads, g.head_dim, page_size, elem)
-    case = {"label": spec.label, "geometry": g.name, "num_q_heads": g.num_q_heads,
-            "num_kv_heads": g.num_kv_heads, "head_dim": g.head_dim, "page_size": page_size,
-            "dtype": str(dtype).removeprefix("torch."), "num_reqs": spec.num_reqs,
-            "num_tokens": spec.num_tokens, "seq_lens": _summary(spec.seq_lens),
-            "query_lens": _summary(spec.query_lens), "kv_cache_gib": need / 2**30,
-            "flops": batches.attention_flops(spec, g.num_q_heads, g.head_dim),
-            "bytes": batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, elem),
-            "results": []}
-    free = free_memory(device)
-    if need * 1.15 + (1 << 30) > free:
-        case["skipped"] = f"KV cache needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
-        log(f"  skip {spec.label} [{g.name}]: {case['skipped']}")
-        return case
-    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, page_size,
-                              dtype, device, seed)
+    case = case_record(spec, g, page_size, dtype)
+    inp = None
     try:
+        inp = prepare(spec, g, page_size=page_size, dtype=dtype, device=device, seed=seed)
         for name in backends:
             rec = add_units(measure_backend(name, inp, g, timer=timer, warmup_ms=warmup_ms,
                                             rep_ms=rep_ms, check=check), inp, copy_gbps)
             case["results"].append(rec)
             log("  " + format_result(spec.label, g.name, rec))
+    except Skip as e:
+        case["skipped"] = str(e)
+        log(f"  skip {spec.label} [{g.name}]: {e}")
     finally:
-        inp.free_caches()
-        del inp
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release(inp)
     return case
 
 
