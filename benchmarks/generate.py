@@ -17,6 +17,7 @@ Without a CUDA GPU it says so and checks FlashCore's kernels under the Triton in
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,8 @@ def parse_args(argv=None):
     b.add_argument("--select-via", choices=("env", "kwarg"), default="env",
                    help="how FLASHCORE is selected: VLLM_ATTENTION_BACKEND or attention_backend=")
     b.add_argument("--compare", help="comma list of backends, each run in its own subprocess")
+    b.add_argument("--timeout-per-backend", type=float, default=300,
+                   help="seconds a --compare subprocess may take (engine start included)")
     b.add_argument("--json", type=Path, help="write the results here")
     b.add_argument("--show", type=int, default=4, help="prompts with answers to print")
     b.add_argument("--cpu-check", action="store_true", help="run the no-GPU kernel check anyway")
@@ -172,6 +175,18 @@ def child_argv(argv: list[str], backend: str, json_path: Path) -> list[str]:
         "--backend", backend, "--json", str(json_path), "--show", "0"]
 
 
+def run_child(cmd: list[str], timeout: float):
+    """Exit code, or a message on timeout. The child gets its own process group so that vLLM's
+    engine-core process is stopped with it and frees the GPU for the next backend."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return f"timed out after {timeout:.0f}s"
+
+
 def run_compare(args, argv: list[str]) -> int:
     import compare
 
@@ -181,9 +196,9 @@ def run_compare(args, argv: list[str]) -> int:
         for b in backends:
             path = Path(tmp) / f"{b}.json"
             print(f"\n===== {b}: fresh engine in a subprocess =====", flush=True)
-            proc = subprocess.run(child_argv(argv, b, path))
-            rows[b] = (json.loads(path.read_text()) if proc.returncode == 0 and path.exists()
-                       else {"backend": b, "error": f"exit code {proc.returncode}"})
+            code = run_child(child_argv(argv, b, path), args.timeout_per_backend)
+            rows[b] = (json.loads(path.read_text()) if code == 0 and path.exists()
+                       else {"backend": b, "error": f"exit code {code}" if isinstance(code, int) else code})
     table = compare.table(rows, backends)
     print("\n" + table)
     if args.json:

@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--no-check", action="store_true", help="skip the float64 reference check")
     p.add_argument("--flashinfer-head-dims", default="128",
                    help="head dims FlashInfer runs (each new one costs a JIT compile); 'all' for all")
-    p.add_argument("--time-budget", type=float, default=450.0,
+    p.add_argument("--time-budget", type=float, default=400.0,
                    help="seconds; cases left when it runs out are recorded as skipped")
     p.add_argument("--name", default=None, help="results file stem (default: sweep[-quick])")
     p.add_argument("--out-dir", type=Path, default=report.RESULTS_DIR)
