@@ -1,0 +1,129 @@
+"""What the FlashCore kernels can run, and a plain-language reason for everything they can't.
+
+vLLM asks twice. ``FlashCoreBackend.validate_configuration`` answers at backend selection with
+what the selector knows (dtype, head size, KV-cache dtype, sliding window, sinks, ...); vLLM
+raises with those reasons when FLASHCORE was chosen explicitly. Some features only reach the
+attention implementation's constructor (ALiBi slopes, logit soft-capping, the attention type of
+a layer built with a backend passed in), so ``FlashCoreImpl.__init__`` refuses those with
+``impl_reasons``. Every reason starts with "FLASHCORE:" because vLLM's own message names the
+backend by its enum slot (CUSTOM).
+"""
+
+import torch
+from flashcore_kernels import checks
+
+from .vllm_api import AttentionType
+
+SUPPORTED_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+SUPPORTED_HEAD_SIZES = list(range(checks.MIN_HEAD_DIM, checks.MAX_HEAD_DIM + 1,
+                                  checks.HEAD_DIM_MULTIPLE))
+# "float16"/"bfloat16" only when equal to the model dtype: the kernels read the cache in the
+# query's dtype (no conversion on load).
+SUPPORTED_KV_CACHE_DTYPES = ["auto", "float16", "bfloat16"]
+PAGE_SIZE_MULTIPLE = 16  # vLLM's block_size; the kernels' KV tiles are 16-token multiples
+MIN_COMPUTE_CAPABILITY = 80  # Ampere and newer (bf16 tensor cores); measured on H100 (90)
+
+_CACHE_DTYPE_TO_TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def head_size_reason(head_size: int) -> str | None:
+    if head_size in SUPPORTED_HEAD_SIZES:
+        return None
+    return (f"FLASHCORE: head size {head_size} is not supported (multiples of "
+            f"{checks.HEAD_DIM_MULTIPLE} from {checks.MIN_HEAD_DIM} to {checks.MAX_HEAD_DIM})")
+
+
+def dtype_reason(dtype: torch.dtype) -> str | None:
+    if dtype in SUPPORTED_DTYPES:
+        return None
+    return f"FLASHCORE: model dtype {dtype} is not supported (float16, bfloat16, float32)"
+
+
+def kv_cache_dtype_reason(kv_cache_dtype: str | None, dtype: torch.dtype | None) -> str | None:
+    if kv_cache_dtype is None or kv_cache_dtype == "auto":
+        return None
+    if kv_cache_dtype.startswith("fp8"):
+        return (f"FLASHCORE: fp8 KV cache (kv_cache_dtype={kv_cache_dtype!r}) is not supported "
+                "yet; use --kv-cache-dtype auto")
+    if kv_cache_dtype not in SUPPORTED_KV_CACHE_DTYPES:
+        return (f"FLASHCORE: quantized KV cache (kv_cache_dtype={kv_cache_dtype!r}) is not "
+                "supported; use --kv-cache-dtype auto")
+    if dtype is not None and _CACHE_DTYPE_TO_TORCH[kv_cache_dtype] != dtype:
+        return (f"FLASHCORE: kv_cache_dtype={kv_cache_dtype!r} differs from the model dtype "
+                f"{dtype}; the kernels read the cache in the model dtype, use 'auto'")
+    return None
+
+
+def block_size_reason(block_size: int | None) -> str | None:
+    if block_size is None or block_size % PAGE_SIZE_MULTIPLE == 0:
+        return None
+    return (f"FLASHCORE: block size {block_size} is not supported (a multiple of "
+            f"{PAGE_SIZE_MULTIPLE})")
+
+
+def attn_type_reason(attn_type: str) -> str | None:
+    if attn_type == AttentionType.DECODER:
+        return None
+    return (f"FLASHCORE: attention type {str(getattr(attn_type, 'value', attn_type))!r} is not "
+            "supported (decoder self-attention only: no encoder, encoder-only or cross-attention)")
+
+
+def capability_reason(device_capability) -> str | None:
+    if device_capability is None or device_capability.to_int() >= MIN_COMPUTE_CAPABILITY:
+        return None
+    return (f"FLASHCORE: compute capability {device_capability.as_version_str()} is not "
+            f"supported (needs {MIN_COMPUTE_CAPABILITY // 10}.{MIN_COMPUTE_CAPABILITY % 10} or newer)")
+
+
+# Feature flags of vLLM's selector config that the kernels do not implement.
+FLAG_REASONS = {
+    "use_mla": "FLASHCORE: multi-head latent attention (MLA) is not supported",
+    "use_sparse": "FLASHCORE: sparse attention is not supported",
+    "has_sink": "FLASHCORE: attention sinks are not supported",
+    "use_mm_prefix": "FLASHCORE: bidirectional multimodal prefix attention is not supported",
+    "use_per_head_quant_scales": "FLASHCORE: per-head KV quantization scales are not supported",
+    "has_sliding_window": "FLASHCORE: sliding-window attention is not supported",
+    "use_non_causal": "FLASHCORE: non-causal (bidirectional) decoder attention is not supported",
+    "use_batch_invariant": ("FLASHCORE: batch-invariant mode is not supported (the split-KV "
+                            "decode count depends on the batch size)"),
+    "use_pcp": "FLASHCORE: prefill context parallelism is not supported",
+}
+
+
+def selection_reasons(*, head_size, dtype, kv_cache_dtype, block_size, attn_type,
+                      device_capability, **flags) -> list[str]:
+    """Reasons the kernels can't run a layer, from what vLLM's backend selector knows."""
+    reasons = [head_size_reason(head_size), dtype_reason(dtype),
+               kv_cache_dtype_reason(kv_cache_dtype, dtype), block_size_reason(block_size),
+               attn_type_reason(attn_type), capability_reason(device_capability)]
+    for name, value in flags.items():
+        if value and name in FLAG_REASONS:
+            reasons.append(FLAG_REASONS[name])
+        elif value and name != "use_kv_connector":  # connectors copy pages; layout is standard
+            reasons.append(f"FLASHCORE: unknown feature {name}={value!r} requested")
+    return [r for r in reasons if r]
+
+
+def impl_reasons(*, head_size, kv_cache_dtype, alibi_slopes, sliding_window, logits_soft_cap,
+                 attn_type, extra) -> list[str]:
+    """Reasons from the attention layer's constructor arguments (some never reach selection)."""
+    reasons = [head_size_reason(head_size), kv_cache_dtype_reason(kv_cache_dtype, None),
+               attn_type_reason(attn_type)]
+    if alibi_slopes is not None:
+        reasons.append("FLASHCORE: ALiBi positional biases are not supported")
+    if sliding_window is not None:
+        reasons.append(FLAG_REASONS["has_sliding_window"])
+    if logits_soft_cap:  # None and 0 both mean "no soft cap" in vLLM
+        reasons.append(f"FLASHCORE: logit soft-capping (logits_soft_cap={logits_soft_cap}) "
+                       "is not supported")
+    if extra.get("sinks") is not None:
+        reasons.append(FLAG_REASONS["has_sink"])
+    if extra.get("use_alibi_sqrt"):
+        reasons.append("FLASHCORE: ALiBi positional biases are not supported")
+    if extra.get("chunk_lookback", -1) > -1:
+        reasons.append("FLASHCORE: chunked local attention (chunk_lookback) is not supported")
+    known = {"sinks", "use_alibi_sqrt", "chunk_lookback"}
+    for name, value in extra.items():
+        if name not in known and value not in (None, False):
+            reasons.append(f"FLASHCORE: unsupported attention argument {name}={value!r}")
+    return [r for r in reasons if r]
