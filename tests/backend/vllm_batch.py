@@ -70,15 +70,18 @@ class BatchSpec:
 
 
 def make_common_metadata(spec: BatchSpec, g: Geometry, *, seed: int = 0, pad_tokens: int = 0,
+                         pad_reqs: int = 0, max_pages: int | None = None,
                          extra_pages: int = 2) -> tuple[CommonAttentionMetadata, int]:
     """Metadata as vLLM's runner builds it, with each sequence's pages drawn from a random
-    permutation and page 0 never used. ``pad_tokens`` extra tokens (slot -1, in no sequence)
-    follow the real ones, as under CUDA-graph padding. Returns (metadata, num_pages)."""
+    permutation and page 0 never used. Padding as under full CUDA graphs: ``pad_tokens`` extra
+    tokens (slot -1, in no sequence) after the real ones, ``pad_reqs`` extra requests with no
+    tokens and seq_len 0. Returns (metadata, num_pages)."""
     gen = torch.Generator().manual_seed(seed)
     pages_per_seq = [-(-s // g.block_size) for s in spec.seq_lens]
     num_pages = sum(pages_per_seq) + extra_pages + 1
     perm = (torch.randperm(num_pages - 1, generator=gen) + 1).tolist()
-    block_table = torch.zeros(len(spec.seq_lens), max(pages_per_seq), dtype=torch.int32)
+    num_reqs = len(spec.seq_lens) + pad_reqs
+    block_table = torch.zeros(num_reqs, max_pages or max(pages_per_seq), dtype=torch.int32)
     slots = []
     for i, (seq_len, q_len) in enumerate(zip(spec.seq_lens, spec.query_lens)):
         pages, perm = perm[:pages_per_seq[i]], perm[pages_per_seq[i]:]
@@ -86,10 +89,11 @@ def make_common_metadata(spec: BatchSpec, g: Geometry, *, seed: int = 0, pad_tok
         for pos in range(seq_len - q_len, seq_len):
             slots.append(pages[pos // g.block_size] * g.block_size + pos % g.block_size)
     slot_mapping = torch.tensor(slots + [-1] * pad_tokens, dtype=torch.int64)
-    query_start_loc = torch.tensor([0] + spec.query_lens, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    q_lens, seq_lens = spec.query_lens + [0] * pad_reqs, spec.seq_lens + [0] * pad_reqs
+    query_start_loc = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0, dtype=torch.int32)
     metadata = CommonAttentionMetadata(
         query_start_loc=query_start_loc, query_start_loc_cpu=query_start_loc.clone(),
-        seq_lens=torch.tensor(spec.seq_lens, dtype=torch.int32), num_reqs=len(spec.seq_lens),
+        seq_lens=torch.tensor(seq_lens, dtype=torch.int32), num_reqs=num_reqs,
         num_actual_tokens=spec.num_tokens + pad_tokens, max_query_len=max(spec.query_lens),
         max_seq_len=max(spec.seq_lens), block_table_tensor=block_table,
         slot_mapping=slot_mapping)

@@ -1,0 +1,114 @@
+"""The metadata builder on real ``CommonAttentionMetadata``: it plans without touching tensors."""
+
+import dataclasses
+
+import pytest
+import torch
+
+pytest.importorskip("vllm")
+
+from vllm.config import CUDAGraphMode, set_current_vllm_config  # noqa: E402
+from vllm.v1.attention.backend import AttentionCGSupport  # noqa: E402
+
+from flashcore_backend.backend import FlashCoreBackend  # noqa: E402
+from flashcore_backend.metadata import FlashCoreMetadata, FlashCoreMetadataBuilder  # noqa: E402
+
+from .vllm_batch import (BatchSpec, Geometry, kv_cache_spec, make_common_metadata,  # noqa: E402
+                         no_tensor_ops)
+
+G = Geometry()
+BATCHES = {
+    "decode_only": BatchSpec(seq_lens=[17, 5, 40, 1], query_lens=[1, 1, 1, 1]),
+    "prefill_only": BatchSpec(seq_lens=[20, 33], query_lens=[20, 33]),
+    "mixed": BatchSpec(seq_lens=[9, 40, 18, 64], query_lens=[1, 1, 6, 30]),  # decodes first
+}
+
+
+def make_builder(vllm_config, g=G) -> FlashCoreMetadataBuilder:
+    with set_current_vllm_config(vllm_config):
+        return FlashCoreMetadataBuilder(kv_cache_spec(g), ["model.layers.0.self_attn.attn"],
+                                        vllm_config, torch.device("cpu"))
+
+
+def test_builder_class_and_cudagraph_support():
+    assert FlashCoreBackend.get_builder_cls() is FlashCoreMetadataBuilder
+    assert FlashCoreMetadataBuilder._cudagraph_support == AttentionCGSupport.ALWAYS
+    assert FlashCoreMetadataBuilder.reorder_batch_threshold is None  # any batch order works
+
+
+def test_workspace_is_allocated_once_for_the_largest_batch(make_config):
+    builder = make_builder(make_config(G))
+    ws = builder.workspace
+    assert ws.partial_out.shape[1:] == (G.num_q_heads, G.head_size)
+    assert ws.partial_out.dtype == torch.float32
+    from flashcore_kernels import config
+
+    for num_seqs in range(1, G.max_num_seqs + 1):
+        splits = config.num_kv_splits(num_seqs, G.num_kv_heads, torch.device("cpu"))
+        assert ws.fits(num_seqs * splits, G.num_q_heads, G.head_size)
+
+
+@pytest.mark.parametrize("name", list(BATCHES))
+def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, name):
+    spec = BATCHES[name]
+    builder = make_builder(make_config(G))
+    common, _ = make_common_metadata(spec, G)
+    with no_tensor_ops():  # no allocation, no copy, no host read (.item/.cpu) of any kind
+        md = builder.build(0, common)
+    assert isinstance(md, FlashCoreMetadata)
+    assert md.num_actual_tokens == spec.num_tokens
+    assert md.max_query_len == max(spec.query_lens)
+    assert md.max_seq_len == max(spec.seq_lens)
+    assert md.query_start_loc is common.query_start_loc
+    assert md.seq_lens is common.seq_lens
+    assert md.block_table is common.block_table_tensor
+    assert md.slot_mapping is common.slot_mapping
+    assert md.workspace is builder.workspace
+    assert builder.build(0, common, fast_build=True).workspace is builder.workspace
+
+
+def test_build_refuses_what_the_kernels_cannot_do(make_config):
+    builder = make_builder(make_config(G))
+    common, _ = make_common_metadata(BATCHES["mixed"], G)
+    with pytest.raises(NotImplementedError, match="cascade"):
+        builder.build(16, common)
+    with pytest.raises(NotImplementedError, match="causal"):
+        builder.build(0, common.replace(causal=False))
+    with pytest.raises(NotImplementedError, match="causal"):
+        builder.build(0, common.replace(causal=torch.ones(4, dtype=torch.bool)))
+
+
+def test_update_block_table_swaps_only_the_pages(make_config):
+    builder = make_builder(make_config(G))
+    common, _ = make_common_metadata(BATCHES["mixed"], G)
+    md = builder.build(0, common)
+    table, slots = common.block_table_tensor.flip(0), common.slot_mapping.flip(0)
+    md2 = builder.update_block_table(md, table, slots)
+    assert md2.block_table is table and md2.slot_mapping is slots and md.block_table is not table
+    assert md2.query_start_loc is md.query_start_loc and md2.workspace is md.workspace
+
+
+def capture_decode_shaped_batch(num_tokens):
+    """What vLLM's V2 runner captures for a FULL graph of ``num_tokens`` tokens when
+    num_tokens <= max_num_seqs (InputBatch.make_dummy): one token per request."""
+    return BatchSpec(seq_lens=[1] * num_tokens, query_lens=[1] * num_tokens)
+
+
+@pytest.mark.parametrize("mode, launches_prefill", [
+    (CUDAGraphMode.FULL, True),  # FULL graphs replay mixed batches
+    (CUDAGraphMode.FULL_AND_PIECEWISE, False),  # FULL graphs replay uniform decodes only
+    (CUDAGraphMode.FULL_DECODE_ONLY, False),
+])
+def test_capture_launches_prefill_exactly_when_the_graph_can_replay_mixed_batches(
+        make_config, mode, launches_prefill):
+    vllm_config = make_config(G)
+    builder = make_builder(vllm_config)
+    common, _ = make_common_metadata(capture_decode_shaped_batch(8), G)
+    saved = vllm_config.compilation_config.cudagraph_mode
+    vllm_config.compilation_config.cudagraph_mode = mode
+    try:
+        md = builder.build_for_cudagraph_capture(common)
+    finally:
+        vllm_config.compilation_config.cudagraph_mode = saved
+    assert md.max_query_len == (8 if launches_prefill else 1)
+    assert dataclasses.replace(md, max_query_len=1) == builder.build(0, common)
