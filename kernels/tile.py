@@ -32,6 +32,15 @@ def kv_token_offsets(
 
 
 @triton.jit
+def load_or_zero(ptrs, mask):
+    """``tl.load`` with zeros where ``mask`` is False; ``mask`` None loads everything."""
+    if mask is None:
+        return tl.load(ptrs)
+    else:
+        return tl.load(ptrs, mask=mask, other=0.0)
+
+
+@triton.jit
 def attend_kv_range(
     acc, m_i, l_i,
     q,  # [BLOCK_M, HEAD_DIM_P] query tile, already in the dot dtype
@@ -52,40 +61,46 @@ def attend_kv_range(
 ):
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_P)
-    d_valid = offs_d < HEAD_DIM
     for start_n in range(kv_start, kv_end, BLOCK_N):
         kv_pos = start_n + offs_n
+        # Masks only where needed: an unmasked load of whole 16-byte vectors is what lets the
+        # compiler issue wide asynchronous copies and pipeline them.
         if MASKED:
             kv_valid = kv_pos < kv_end
             rows = kv_token_offsets(block_table_row, kv_pos, kv_valid, stride_page, stride_slot, PAGE_SIZE)
-            kt_mask = d_valid[:, None] & kv_valid[None, :]
-            v_mask = kv_valid[:, None] & d_valid[None, :]
+            if HEAD_DIM_P != HEAD_DIM:
+                kv_mask = kv_valid[:, None] & (offs_d < HEAD_DIM)[None, :]
+            else:
+                kv_mask = kv_valid[:, None]
         else:
             rows = kv_token_offsets(block_table_row, kv_pos, None, stride_page, stride_slot, PAGE_SIZE)
-            kt_mask = d_valid[:, None]
-            v_mask = d_valid[None, :]
-        k_t = tl.load(k_cache + rows[None, :] + offs_d[:, None], mask=kt_mask, other=0.0)
+            if HEAD_DIM_P != HEAD_DIM:
+                kv_mask = (offs_d < HEAD_DIM)[None, :]
+            else:
+                kv_mask = None
+        kv_offsets = rows[:, None] + offs_d[None, :]  # [BLOCK_N, HEAD_DIM_P]
+        k = load_or_zero(k_cache + kv_offsets, kv_mask)
         if FP32_DOT:
-            s = tl.dot(q, k_t.to(tl.float32), input_precision="ieee")
+            s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee")
         else:
-            s = tl.dot(q, k_t)
-        s = s * qk_scale
+            s = tl.dot(q, tl.trans(k))
         if MASKED:
             visible = kv_valid[None, :]
             if CAUSAL:
                 visible = visible & (kv_pos[None, :] <= q_pos[:, None])
             s = tl.where(visible, s, float("-inf"))
 
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # Scale inside the max and the exponent (qk_scale > 0) so that it folds into one FMA.
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
         # A row that has seen no visible token yet keeps m = -inf; subtract 0 instead so
         # exp2 gives 0 rather than NaN from (-inf) - (-inf).
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_ref[:, None])
+        p = tl.exp2(s * qk_scale - m_ref[:, None])
         alpha = tl.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
 
-        v = tl.load(v_cache + rows[:, None] + offs_d[None, :], mask=v_mask, other=0.0)
+        v = load_or_zero(v_cache + kv_offsets, kv_mask)
         if FP32_DOT:
             acc = tl.dot(p, v.to(tl.float32), acc, input_precision="ieee")
         else:
