@@ -1,0 +1,122 @@
+"""One vLLM engine, run in its own process by test_generate.py: build ``LLM``, generate, write
+JSON. Engine starts are the expensive part (~60 s with compilation and graphs), so each job runs
+every prompt of its case in one engine.
+
+    python engine_job.py JOB.json RESULT.json
+
+The job names the backend the way a user would: FLASHCORE jobs get ``VLLM_ATTENTION_BACKEND``
+from the caller's environment, the others ``attention_backend=...`` in ``llm_kwargs``.
+"""
+
+import json
+import sys
+import time
+
+
+def reinit_weights(model) -> int:
+    """Replace vLLM's dummy weights (uniform +-1e-3, which make every attention row nearly
+    uniform and every logit nearly equal) with seeded weights that give peaked attention and
+    separated logits, so that backend differences show. Seeded by parameter name on the CPU:
+    every backend's engine gets the same model."""
+    import zlib
+
+    import torch
+
+    count = 0
+    for name, param in model.named_parameters():
+        gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+        if param.dim() == 1:  # RMSNorm weights
+            value = torch.ones(param.shape)
+        elif "embed_tokens" in name:
+            value = torch.randn(param.shape, generator=gen)
+        else:
+            gain = 1.5 if "qkv_proj" in name else 4.0 if "lm_head" in name else 1.0
+            value = torch.randn(param.shape, generator=gen) * gain / param.shape[1] ** 0.5
+        param.data.copy_(value.to(param.dtype))
+        count += 1
+    return count
+
+
+def attention_impls(model) -> list[str]:
+    return sorted({type(m.impl).__name__ for m in model.modules() if hasattr(m, "impl")})
+
+
+def top(entries) -> list | None:
+    """{token_id: Logprob} -> [[token_id, logprob, rank], ...] (top-k plus the chosen token)."""
+    if entries is None:
+        return None
+    return [[tid, lp.logprob, lp.rank] for tid, lp in entries.items()]
+
+
+def prompts_for(job, llm):
+    from vllm.inputs import TokensPrompt
+
+    spec = job["prompts"]
+    if spec["kind"] == "token_ids":
+        return [TokensPrompt(prompt_token_ids=ids) for ids in spec["ids"]]
+    tokenizer = llm.get_tokenizer()
+    if getattr(tokenizer, "chat_template", None):
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}],
+                                               add_generation_prompt=True, tokenize=False)
+                 for q in spec["questions"]]
+        ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    else:  # a base model: plain completion prompts
+        ids = [tokenizer.encode(f"Question: {q}\nAnswer:") for q in spec["questions"]]
+    return [TokensPrompt(prompt_token_ids=list(i)) for i in ids]
+
+
+def metrics(llm) -> dict:
+    wanted = ("vllm:num_preemptions", "vllm:prefix_cache_hits", "vllm:prefix_cache_queries")
+    try:
+        return {m.name: getattr(m, "value", None) for m in llm.get_metrics() if m.name in wanted}
+    except Exception as err:  # metrics are informative only
+        return {"error": repr(err)}
+
+
+def run(job: dict) -> dict:
+    from vllm import LLM, SamplingParams
+
+    start = time.perf_counter()
+    llm = LLM(model=job["model"], **job["llm_kwargs"])
+    init_s = time.perf_counter() - start
+    result = {"name": job["name"], "init_s": round(init_s, 1),
+              "backend_config": str(llm.llm_engine.vllm_config.attention_config.backend)}
+    if job.get("reinit_weights"):
+        result["reinit_params"] = llm.apply_model(reinit_weights)[0]
+    result["attention_impls"] = llm.apply_model(attention_impls)[0]
+
+    params = SamplingParams(temperature=0.0, ignore_eos=job.get("ignore_eos", True),
+                            detokenize=False, **job["sampling"])
+    prompts = prompts_for(job, llm)
+    waves = job.get("waves") or [list(range(len(prompts)))]
+    outputs = [None] * len(prompts)
+    start = time.perf_counter()
+    for wave in waves:  # e.g. warm the prefix cache with one wave, then hit it with the next
+        for i, out in zip(wave, llm.generate([prompts[i] for i in wave], params, use_tqdm=False)):
+            outputs[i] = out
+    result["gen_s"] = round(time.perf_counter() - start, 1)
+    result["metrics"] = metrics(llm)
+    result["requests"] = [{
+        "prompt_ids": list(out.prompt_token_ids),
+        "output_ids": list(out.outputs[0].token_ids),
+        "sample_logprobs": [top(e) for e in (out.outputs[0].logprobs or [])],
+        "prompt_logprobs": [top(e) for e in (out.prompt_logprobs or [])],
+    } for out in outputs]
+    return result
+
+
+def main(job_path: str, result_path: str) -> None:
+    with open(job_path) as f:
+        job = json.load(f)
+    try:
+        result = run(job)
+        result["ok"] = True
+    except Exception as err:
+        result = {"name": job["name"], "ok": False, "error": f"{type(err).__name__}: {err}"}
+    with open(result_path, "w") as f:
+        json.dump(result, f)
+    print(f"JOB {job['name']} ok={result['ok']}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
