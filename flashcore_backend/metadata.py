@@ -91,4 +91,7 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
 
     def update_block_table(self, metadata: FlashCoreMetadata, blk_table: torch.Tensor,
                            slot_mapping: torch.Tensor) -> FlashCoreMetadata:
-        return replace(metadata, block_table=blk_table, slot_mapping=slot_mapping)
+        # vLLM reuses metadata across KV-cache groups with equal specs; keep our own scratch,
+        # sized for this group's query heads.
+        return replace(metadata, block_table=blk_table, slot_mapping=slot_mapping,
+                       workspace=self.workspace)
