@@ -4,10 +4,13 @@ Shape, dtype, device and stride checks read only tensor metadata. ``lengths`` is
 that reads tensor values (and so waits for the GPU); launchers run it unless told not to.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 ATTENTION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 METADATA_DTYPES = (torch.int32,)
+FP8_CACHE_DTYPES = (torch.float8_e4m3fn,)
 MIN_HEAD_DIM, MAX_HEAD_DIM, HEAD_DIM_MULTIPLE = 16, 256, 8
 
 
@@ -106,3 +109,54 @@ def lengths(cu_seqlens_q, seq_lens, block_table, num_tokens, page_size, num_page
     pages = block_table[:num_seqs].cpu().long()[used]
     if len(pages) and (pages.min() < 0 or pages.max() >= num_pages):
         raise ValueError(f"block_table holds page ids outside [0, {num_pages}) for pages in use")
+
+
+def cache_dtypes(query_dtype):
+    """A cache holds the query's dtype, or fp8 (dequantised with per-tensor scales)."""
+    return (query_dtype, *FP8_CACHE_DTYPES)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The optional parts of the attention, checked, in the form the kernels take."""
+
+    sliding_window: int = 0  # 0: no window
+    soft_cap: float = 0.0  # 0: no soft-capping
+    alibi_slopes: torch.Tensor | None = None
+    sinks: torch.Tensor | None = None
+    k_scale: torch.Tensor | None = None
+    v_scale: torch.Tensor | None = None
+
+
+def variant(num_q_heads, device, cache_dtype, causal, sliding_window, logits_soft_cap,
+            alibi_slopes, sinks, k_scale, v_scale) -> Variant:
+    if sliding_window is not None and sliding_window != 0:
+        if not isinstance(sliding_window, int) or sliding_window < 1:
+            raise ValueError(f"sliding_window must be a positive int, got {sliding_window!r}")
+        if not causal:
+            raise ValueError("sliding_window needs causal=True (a window before each query)")
+    if logits_soft_cap is not None and logits_soft_cap != 0 and not logits_soft_cap > 0:
+        raise ValueError(f"logits_soft_cap must be positive, got {logits_soft_cap!r}")
+    for name, t in (("alibi_slopes", alibi_slopes), ("sinks", sinks)):
+        if t is not None:
+            tensor(name, t, device, ATTENTION_DTYPES, ndim=1)
+            if t.shape[0] != num_q_heads or t.stride(0) != 1:
+                raise ValueError(f"{name} must be contiguous with one entry per query head "
+                                 f"({num_q_heads}), got shape {tuple(t.shape)}")
+    fp8_scales(cache_dtype, k_scale, v_scale, device)
+    return Variant(sliding_window or 0, float(logits_soft_cap or 0.0), alibi_slopes, sinks,
+                   k_scale, v_scale)
+
+
+def fp8_scales(cache_dtype, k_scale, v_scale, device) -> None:
+    """Per-tensor scales come with an fp8 cache, and only with one."""
+    fp8 = cache_dtype in FP8_CACHE_DTYPES
+    if fp8 != (k_scale is not None) or (k_scale is None) != (v_scale is None):
+        raise ValueError(f"k_scale and v_scale are required with an fp8 KV cache and only then "
+                         f"(cache dtype {cache_dtype}, k_scale {'set' if k_scale is not None else 'None'}, "
+                         f"v_scale {'set' if v_scale is not None else 'None'})")
+    for name, t in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if t is not None:
+            tensor(name, t, device, (torch.float32,))
+            if t.numel() != 1:
+                raise ValueError(f"{name} must hold one per-tensor scale, got shape {tuple(t.shape)}")

@@ -14,7 +14,7 @@ stays valid for any lengths when a CUDA graph replays the launch.
 import triton
 import triton.language as tl
 
-from .tile import attend_kv_range
+from .tile import alibi_slopes_log2, attend_kv_range, initial_softmax_state
 
 
 @triton.jit
@@ -29,6 +29,9 @@ def decode_kernel(
     cu_seqlens_q,  # [num_seqs + 1] int32
     seq_lens,  # [num_seqs] int32
     qk_scale,  # softmax_scale * log2(e)
+    alibi_slopes,  # [num_q_heads] float32, or None
+    sinks,  # [num_q_heads] attention-sink logits, or None
+    k_scale, v_scale,  # [1] float32 fp8 dequantisation scales, or None
     num_q_heads,
     stride_qt, stride_qh,
     stride_ot, stride_oh,
@@ -41,6 +44,8 @@ def decode_kernel(
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_P: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
+    SLIDING_WINDOW: tl.constexpr,
+    SOFT_CAP: tl.constexpr,
     FP32_DOT: tl.constexpr,
 ):
     seq = tl.program_id(0)
@@ -52,8 +57,13 @@ def decode_kernel(
         return  # not a decode: longer queries go to the prefill kernel, padding has none
     seq_len = tl.load(seq_lens + seq)
 
-    tiles_per_split = tl.cdiv(tl.cdiv(seq_len, BLOCK_N), NUM_SPLITS)
-    kv_start = split * tiles_per_split * BLOCK_N
+    # With a sliding window the splits share only the window: pages before it are never read.
+    if SLIDING_WINDOW > 0:
+        kv_lo = tl.maximum(seq_len - SLIDING_WINDOW, 0) // BLOCK_N * BLOCK_N
+    else:
+        kv_lo = 0
+    tiles_per_split = tl.cdiv(tl.cdiv(seq_len - kv_lo, BLOCK_N), NUM_SPLITS)
+    kv_start = kv_lo + split * tiles_per_split * BLOCK_N
     kv_end = tl.maximum(kv_start, tl.minimum(seq_len, kv_start + tiles_per_split * BLOCK_N))
     full_end = kv_start + (kv_end - kv_start) // BLOCK_N * BLOCK_N
 
@@ -66,21 +76,29 @@ def decode_kernel(
                 mask=io_mask, other=0.0)
     if FP32_DOT:
         q = q.to(tl.float32)
-    q_pos = tl.zeros([BLOCK_M], tl.int32) + (seq_len - 1)  # every KV token is visible
+    q_pos = tl.zeros([BLOCK_M], tl.int32) + (seq_len - 1)  # every earlier token is causal-visible
 
-    kv_head_offset = kv_head.to(tl.int64) * stride_kvh
+    k_cache += kv_head.to(tl.int64) * stride_kvh
+    v_cache += kv_head.to(tl.int64) * stride_kvh
     block_table_row = block_table + seq.to(tl.int64) * stride_bt
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM_P], tl.float32)
+    slope = alibi_slopes_log2(alibi_slopes, q_head, row_valid)
+    if k_scale is not None:
+        k_scale = tl.load(k_scale)
+        v_scale = tl.load(v_scale)
+    acc, m_i, l_i = initial_softmax_state(sinks, q_head, row_valid, BLOCK_M, HEAD_DIM_P)
+    if sinks is not None:  # the sink joins the softmax once, in split 0
+        m_i = tl.where(split == 0, m_i, float("-inf"))
+        l_i = tl.where(split == 0, l_i, 0.0)
+    # Only the window's first tile needs a mask, but masking the whole split is simpler and
+    # costs little in a memory-bound loop.
     acc, m_i, l_i = attend_kv_range(
-        acc, m_i, l_i, q, q_pos, k_cache + kv_head_offset, v_cache + kv_head_offset,
-        block_table_row, kv_start, full_end, qk_scale, stride_page, stride_slot,
-        False, False, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+        acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, kv_start, full_end, qk_scale,
+        stride_page, stride_slot, slope, k_scale, v_scale, SLIDING_WINDOW > 0, False,
+        SLIDING_WINDOW, SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
     acc, m_i, l_i = attend_kv_range(
-        acc, m_i, l_i, q, q_pos, k_cache + kv_head_offset, v_cache + kv_head_offset,
-        block_table_row, full_end, kv_end, qk_scale, stride_page, stride_slot,
-        True, False, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+        acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_end, kv_end, qk_scale,
+        stride_page, stride_slot, slope, k_scale, v_scale, True, False,
+        SLIDING_WINDOW, SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
 
     # A split past the end of a short sequence saw nothing: l = 0, weight 0 in the merge.
     empty = l_i == 0.0

@@ -35,6 +35,9 @@ class SplitKVWorkspace:
 def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: torch.Tensor,
                     seq_lens: torch.Tensor, block_table: torch.Tensor, *, max_query_len: int,
                     softmax_scale: float | None = None, causal: bool = True,
+                    sliding_window: int | None = None, logits_soft_cap: float | None = None,
+                    alibi_slopes: torch.Tensor | None = None, sinks: torch.Tensor | None = None,
+                    k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
                     out: torch.Tensor | None = None, workspace: SplitKVWorkspace | None = None,
                     num_kv_splits: int | None = None, check_lengths: bool = True) -> torch.Tensor:
     """Attention of a ragged batch of queries over a paged KV cache.
@@ -43,12 +46,17 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: t
         query: ``[num_tokens, num_q_heads, head_dim]``, fp16/bf16/fp32, last dim contiguous;
             sequence ``i`` owns tokens ``cu_seqlens_q[i]:cu_seqlens_q[i + 1]``.
         kv_cache: logical ``[num_pages, num_kv_heads, page_size, 2 * head_dim]`` (K then V in the
-            last dim), any stride order, same dtype as ``query``.
+            last dim), any stride order; the query's dtype, or float8_e4m3fn with scales.
         cu_seqlens_q: int32 ``[num_seqs + 1]`` query offsets.
         seq_lens: int32 ``[num_seqs]`` KV lengths including this step's tokens; a query of
             length q sits at positions ``seq_len - q .. seq_len - 1`` (bottom-right causal).
         block_table: int32 ``[num_seqs, max_pages_per_seq]`` physical page of each logical page.
         max_query_len: host-side upper bound on query lengths; 1 means a decode-only batch.
+        sliding_window: each query sees only its last ``sliding_window`` positions (causal).
+        logits_soft_cap: logits become ``cap * tanh(logits / cap)`` before the softmax.
+        alibi_slopes: float32 ``[num_q_heads]``; adds ``slope * (key_pos - query_pos)``.
+        sinks: ``[num_q_heads]`` per-head sink logits that join the softmax denominator.
+        k_scale, v_scale: float32 ``[1]`` dequantisation scales of an fp8 cache.
         out: ``[num_tokens, num_q_heads, head_dim]`` written in place; allocated when None.
         workspace: split-KV scratch (see ``SplitKVWorkspace.allocate``); allocated when None.
         num_kv_splits: override the split-KV heuristic (a power of two).
@@ -57,22 +65,27 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: t
     """
     num_tokens, num_q_heads, head_dim = checks.rows("query", query)
     num_kv_heads = kv_cache.shape[1] if isinstance(kv_cache, torch.Tensor) and kv_cache.dim() == 4 else 0
-    checks.packed_cache(kv_cache, num_kv_heads, head_dim, query.device, (query.dtype,))
+    checks.packed_cache(kv_cache, num_kv_heads, head_dim, query.device, checks.cache_dtypes(query.dtype))
     return attention_over_pages(
         query, kv_cache[..., :head_dim], kv_cache[..., head_dim:], cu_seqlens_q, seq_lens,
         block_table, max_query_len=max_query_len, softmax_scale=softmax_scale, causal=causal,
-        out=out, workspace=workspace, num_kv_splits=num_kv_splits, check_lengths=check_lengths)
+        sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
+        sinks=sinks, k_scale=k_scale, v_scale=v_scale, out=out, workspace=workspace,
+        num_kv_splits=num_kv_splits, check_lengths=check_lengths)
 
 
 def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_table, *,
-                         max_query_len, softmax_scale=None, causal=True, out=None, workspace=None,
-                         num_kv_splits=None, check_lengths=True) -> torch.Tensor:
+                         max_query_len, softmax_scale=None, causal=True, sliding_window=None,
+                         logits_soft_cap=None, alibi_slopes=None, sinks=None, k_scale=None,
+                         v_scale=None, out=None, workspace=None, num_kv_splits=None,
+                         check_lengths=True) -> torch.Tensor:
     """``paged_attention`` with K and V given apart, each ``[num_pages, num_kv_heads, page_size,
     head_dim]`` with the same strides (both halves of a packed cache, or two dense tensors)."""
     num_tokens, num_q_heads, head_dim = checks.rows("query", query)
     device = query.device
-    checks.tensor("k_cache", k_cache, device, (query.dtype,), ndim=4)
-    checks.tensor("v_cache", v_cache, device, (query.dtype,), ndim=4)
+    cache_dtypes = checks.cache_dtypes(query.dtype)
+    checks.tensor("k_cache", k_cache, device, cache_dtypes, ndim=4)
+    checks.tensor("v_cache", v_cache, device, (k_cache.dtype,), ndim=4)
     if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
         raise ValueError("k_cache and v_cache must have the same shape and strides")
     checks.last_dim_contiguous("k_cache", k_cache)
@@ -90,6 +103,8 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     splits = num_kv_splits or config.num_kv_splits(num_seqs, num_kv_heads, device)
     if splits & (splits - 1) or not 1 <= splits <= config.MAX_KV_SPLITS:
         raise ValueError(f"num_kv_splits must be a power of two up to {config.MAX_KV_SPLITS}, got {splits}")
+    variant = checks.variant(num_q_heads, device, k_cache.dtype, causal, sliding_window,
+                             logits_soft_cap, alibi_slopes, sinks, k_scale, v_scale)
     if check_lengths:
         checks.lengths(cu_seqlens_q, seq_lens, block_table, num_tokens, page_size, num_pages)
     if num_tokens == 0 or num_seqs == 0:
@@ -99,7 +114,8 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     common = dict(
         query=query, out=out, k_cache=k_cache, v_cache=v_cache, block_table=block_table,
         cu_seqlens_q=cu_seqlens_q, seq_lens=seq_lens, qk_scale=scale,
-        queries_per_kv=num_q_heads // num_kv_heads, fp32_dot=_needs_fp32_dot(query.dtype))
+        queries_per_kv=num_q_heads // num_kv_heads, fp32_dot=_needs_fp32_dot(query.dtype),
+        variant=variant)
     _launch_decode(**common, num_seqs=num_seqs, num_splits=splits, workspace=workspace)
     if max_query_len > 1:
         _launch_prefill(**common, num_seqs=num_seqs, causal=causal)
@@ -112,7 +128,7 @@ def _needs_fp32_dot(dtype: torch.dtype) -> bool:
 
 
 def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
-                   queries_per_kv, fp32_dot, num_seqs, num_splits, workspace):
+                   queries_per_kv, fp32_dot, variant, num_seqs, num_splits, workspace):
     num_q_heads, head_dim = query.shape[1], query.shape[2]
     tiles = config.decode_tiles(head_dim, queries_per_kv)
     if num_splits > 1:
@@ -131,13 +147,13 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
     head_dim_p = config.padded_head_dim(head_dim)
     decode_kernel[(num_seqs, k_cache.shape[1], num_splits)](
         out, partial_out, partial_lse, query, k_cache, v_cache, block_table, cu_seqlens_q,
-        seq_lens, qk_scale, num_q_heads,
-        query.stride(0), query.stride(1), out.stride(0), out.stride(1),
+        seq_lens, qk_scale, variant.alibi_slopes, variant.sinks, variant.k_scale, variant.v_scale,
+        num_q_heads, query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
         QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
         PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
-        NUM_SPLITS=num_splits, FP32_DOT=fp32_dot,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+        NUM_SPLITS=num_splits, SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap,
+        FP32_DOT=fp32_dot, num_warps=tiles.num_warps, num_stages=tiles.num_stages)
     if num_splits > 1:
         merge_splits_kernel[(num_seqs, num_q_heads)](
             out, partial_out, partial_lse, cu_seqlens_q, num_q_heads, out.stride(0), out.stride(1),
@@ -145,16 +161,18 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
 
 
 def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
-                    queries_per_kv, fp32_dot, num_seqs, causal):
+                    queries_per_kv, fp32_dot, variant, num_seqs, causal):
     num_tokens, head_dim = query.shape[0], query.shape[2]
     tiles = config.prefill_tiles(head_dim, queries_per_kv)
     block_q = tiles.block_m // queries_per_kv
     grid = (num_tokens // block_q + num_seqs, k_cache.shape[1])
     prefill_kernel[grid](
-        out, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale, num_seqs,
+        out, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
+        variant.alibi_slopes, variant.sinks, variant.k_scale, variant.v_scale, num_seqs,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
         QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m, BLOCK_Q=block_q,
         BLOCK_N=tiles.block_n, PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim,
-        HEAD_DIM_P=config.padded_head_dim(head_dim), CAUSAL=causal, FP32_DOT=fp32_dot,
+        HEAD_DIM_P=config.padded_head_dim(head_dim), CAUSAL=causal,
+        SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap, FP32_DOT=fp32_dot,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages)

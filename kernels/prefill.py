@@ -13,7 +13,7 @@ safe). Sequence ``i`` owns the program ids ``[start(i), start(i + 1))`` with
 import triton
 import triton.language as tl
 
-from .tile import attend_kv_range
+from .tile import alibi_slopes_log2, attend_kv_range, initial_softmax_state
 
 
 @triton.jit
@@ -42,6 +42,9 @@ def prefill_kernel(
     cu_seqlens_q,  # [num_seqs + 1] int32
     seq_lens,  # [num_seqs] int32, KV length including this step's tokens
     qk_scale,  # softmax_scale * log2(e)
+    alibi_slopes,  # [num_q_heads] float32, or None
+    sinks,  # [num_q_heads] attention-sink logits, or None
+    k_scale, v_scale,  # [1] float32 fp8 dequantisation scales, or None
     num_seqs,
     stride_qt, stride_qh,
     stride_ot, stride_oh,
@@ -55,6 +58,8 @@ def prefill_kernel(
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_P: tl.constexpr,
     CAUSAL: tl.constexpr,
+    SLIDING_WINDOW: tl.constexpr,
+    SOFT_CAP: tl.constexpr,
     FP32_DOT: tl.constexpr,
 ):
     q_block_id = tl.program_id(0)
@@ -84,28 +89,46 @@ def prefill_kernel(
     if FP32_DOT:
         q = q.to(tl.float32)
 
+    # KV tiles in three runs: [kv_lo, full_lo) masked (the sliding window's edge),
+    # [full_lo, full_hi) visible to every row (no masks), [full_hi, kv_end) masked (the diagonal).
+    first_pos = context_len + q_block * BLOCK_Q
     if CAUSAL:
         kv_end = context_len + tl.minimum((q_block + 1) * BLOCK_Q, q_len)
-        # Tiles wholly at or before the block's first query position are visible to every row.
-        full_end = (context_len + q_block * BLOCK_Q + 1) // BLOCK_N * BLOCK_N
+        full_hi = (first_pos + 1) // BLOCK_N * BLOCK_N
     else:
         kv_end = seq_len
-        full_end = seq_len // BLOCK_N * BLOCK_N
+        full_hi = seq_len // BLOCK_N * BLOCK_N
+    if SLIDING_WINDOW > 0:  # causal only (the launcher checks)
+        kv_lo = tl.maximum(first_pos - SLIDING_WINDOW + 1, 0) // BLOCK_N * BLOCK_N
+        full_lo = tl.minimum(tl.cdiv(tl.maximum(kv_end - SLIDING_WINDOW, 0), BLOCK_N) * BLOCK_N, kv_end)
+        full_hi = tl.maximum(full_hi, full_lo)
+    else:
+        kv_lo = 0
+        full_lo = 0
 
-    kv_head_offset = kv_head.to(tl.int64) * stride_kvh
+    k_cache += kv_head.to(tl.int64) * stride_kvh
+    v_cache += kv_head.to(tl.int64) * stride_kvh
     block_table_row = block_table + seq.to(tl.int64) * stride_bt
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM_P], tl.float32)
+    slope = alibi_slopes_log2(alibi_slopes, q_head, row_valid)
+    if k_scale is not None:
+        k_scale = tl.load(k_scale)
+        v_scale = tl.load(v_scale)
+    acc, m_i, l_i = initial_softmax_state(sinks, q_head, row_valid, BLOCK_M, HEAD_DIM_P)
+    if SLIDING_WINDOW > 0:
+        acc, m_i, l_i = attend_kv_range(
+            acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, kv_lo, full_lo, qk_scale,
+            stride_page, stride_slot, slope, k_scale, v_scale, True, CAUSAL, SLIDING_WINDOW,
+            SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
     acc, m_i, l_i = attend_kv_range(
-        acc, m_i, l_i, q, q_pos, k_cache + kv_head_offset, v_cache + kv_head_offset,
-        block_table_row, 0, full_end, qk_scale, stride_page, stride_slot,
-        False, CAUSAL, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+        acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_lo, full_hi, qk_scale,
+        stride_page, stride_slot, slope, k_scale, v_scale, False, CAUSAL, SLIDING_WINDOW,
+        SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
     acc, m_i, l_i = attend_kv_range(
-        acc, m_i, l_i, q, q_pos, k_cache + kv_head_offset, v_cache + kv_head_offset,
-        block_table_row, full_end, kv_end, qk_scale, stride_page, stride_slot,
-        True, CAUSAL, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+        acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_hi, kv_end, qk_scale,
+        stride_page, stride_slot, slope, k_scale, v_scale, True, CAUSAL, SLIDING_WINDOW,
+        SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
 
+    # With a sink, l_i >= 1; without one every row has at least one visible token.
     acc = acc / l_i[:, None]
     tl.store(out + token[:, None] * stride_ot + q_head[:, None] * stride_oh + offs_d[None, :],
              acc.to(out.dtype.element_ty), mask=io_mask)

@@ -41,6 +41,15 @@ def load_or_zero(ptrs, mask):
 
 
 @triton.jit
+def load_kv(ptrs, mask, scale, dtype):
+    """A K or V tile in ``dtype``; an fp8 cache is dequantised with its per-tensor ``scale``."""
+    x = load_or_zero(ptrs, mask)
+    if scale is not None:
+        x = (x.to(tl.float32) * scale).to(dtype)
+    return x
+
+
+@triton.jit
 def attend_kv_range(
     acc, m_i, l_i,
     q,  # [BLOCK_M, HEAD_DIM_P] query tile, already in the dot dtype
@@ -51,8 +60,12 @@ def attend_kv_range(
     kv_start, kv_end,  # token range [kv_start, kv_end) to attend to
     qk_scale,  # softmax_scale * log2(e)
     stride_page, stride_slot,
+    alibi_slope,  # [BLOCK_M] ALiBi slope of each row's head times log2(e), or None
+    k_scale, v_scale,  # fp8 cache dequantisation scales (scalars), or None
     MASKED: tl.constexpr,  # False only when every token in range is visible to every row
     CAUSAL: tl.constexpr,
+    SLIDING_WINDOW: tl.constexpr,  # a query sees its last SLIDING_WINDOW positions; 0 = all
+    SOFT_CAP: tl.constexpr,  # logits become SOFT_CAP * tanh(logits / SOFT_CAP); 0 = off
     PAGE_SIZE: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
@@ -79,31 +92,76 @@ def attend_kv_range(
             else:
                 kv_mask = None
         kv_offsets = rows[:, None] + offs_d[None, :]  # [BLOCK_N, HEAD_DIM_P]
-        k = load_or_zero(k_cache + kv_offsets, kv_mask)
+        k = load_kv(k_cache + kv_offsets, kv_mask, k_scale, q.dtype)
         if FP32_DOT:
             s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee")
         else:
             s = tl.dot(q, tl.trans(k))
+
+        # Plain attention keeps the scale for the exponent, where it folds into one FMA;
+        # soft-capping and ALiBi need the scaled logits themselves (log2 units).
+        if SOFT_CAP > 0.0 or alibi_slope is not None:
+            if SOFT_CAP > 0.0:
+                cap = SOFT_CAP * 1.4426950408889634  # in log2 units
+                s = cap * tanh(s * (qk_scale / cap))
+            else:
+                s = s * qk_scale
+            if alibi_slope is not None:
+                s += alibi_slope[:, None] * (kv_pos[None, :] - q_pos[:, None]).to(tl.float32)
+            exp_scale = 1.0
+        else:
+            exp_scale = qk_scale
         if MASKED:
             visible = kv_valid[None, :]
             if CAUSAL:
                 visible = visible & (kv_pos[None, :] <= q_pos[:, None])
+            if SLIDING_WINDOW > 0:
+                visible = visible & (kv_pos[None, :] > q_pos[:, None] - SLIDING_WINDOW)
             s = tl.where(visible, s, float("-inf"))
 
-        # Scale inside the max and the exponent (qk_scale > 0) so that it folds into one FMA.
-        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        m_new = tl.maximum(m_i, tl.max(s, 1) * exp_scale)
         # A row that has seen no visible token yet keeps m = -inf; subtract 0 instead so
         # exp2 gives 0 rather than NaN from (-inf) - (-inf).
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s * qk_scale - m_ref[:, None])
+        p = tl.exp2(s * exp_scale - m_ref[:, None])
         alpha = tl.exp2(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
 
-        v = load_or_zero(v_cache + kv_offsets, kv_mask)
+        v = load_kv(v_cache + kv_offsets, kv_mask, v_scale, q.dtype)
         if FP32_DOT:
             acc = tl.dot(p, v.to(tl.float32), acc, input_precision="ieee")
         else:
             acc = tl.dot(p.to(v.dtype), v, acc)
         m_i = m_new
     return acc, m_i, l_i
+
+
+@triton.jit
+def tanh(x):
+    # 1 - 2 / (e^(2x) + 1): exact limits at +-inf, and the interpreter has no libdevice.
+    return 1.0 - 2.0 / (tl.exp2(x * 2.8853900817779268) + 1.0)
+
+
+@triton.jit
+def initial_softmax_state(sinks, q_head, row_valid, BLOCK_M: tl.constexpr, HEAD_DIM_P: tl.constexpr):
+    """(acc, m_i, l_i) before any KV token. An attention sink is a per-head logit that joins the
+    softmax denominator with no value: it starts the state as a token of weight exp(sink)."""
+    acc = tl.zeros([BLOCK_M, HEAD_DIM_P], tl.float32)
+    if sinks is None:
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+    else:
+        sink = tl.load(sinks + q_head, mask=row_valid, other=0.0).to(tl.float32)
+        m_i = sink * 1.4426950408889634
+        l_i = tl.full([BLOCK_M], 1.0, tl.float32)
+    return acc, m_i, l_i
+
+
+@triton.jit
+def alibi_slopes_log2(alibi_slopes, q_head, row_valid):
+    """Per-row ALiBi slope in log2 units, or None without ALiBi."""
+    if alibi_slopes is None:
+        return None
+    else:
+        return tl.load(alibi_slopes + q_head, mask=row_valid, other=0.0).to(tl.float32) * 1.4426950408889634
