@@ -59,12 +59,14 @@ def decode_kernel(
 
     # With a sliding window the splits share only the window: pages before it are never read.
     if SLIDING_WINDOW > 0:
-        kv_lo = tl.maximum(seq_len - SLIDING_WINDOW, 0) // BLOCK_N * BLOCK_N
+        kv_first = tl.maximum(seq_len - SLIDING_WINDOW, 0)
     else:
-        kv_lo = 0
+        kv_first = 0
+    kv_lo = kv_first // BLOCK_N * BLOCK_N
     tiles_per_split = tl.cdiv(tl.cdiv(seq_len - kv_lo, BLOCK_N), NUM_SPLITS)
     kv_start = kv_lo + split * tiles_per_split * BLOCK_N
     kv_end = tl.maximum(kv_start, tl.minimum(seq_len, kv_start + tiles_per_split * BLOCK_N))
+    kv_start = tl.maximum(kv_start, kv_first)  # split 0 starts at the window's first token
     full_end = kv_start + (kv_end - kv_start) // BLOCK_N * BLOCK_N
 
     offs_m = tl.arange(0, BLOCK_M)
@@ -81,7 +83,10 @@ def decode_kernel(
     k_cache += kv_head.to(tl.int64) * stride_kvh
     v_cache += kv_head.to(tl.int64) * stride_kvh
     block_table_row = block_table + seq.to(tl.int64) * stride_bt
-    slope = alibi_slopes_log2(alibi_slopes, q_head, row_valid)
+    if alibi_slopes is not None:
+        slope = alibi_slopes_log2(alibi_slopes, q_head, row_valid)
+    else:
+        slope = None  # (a jit function cannot return None: decided here, at compile time)
     if k_scale is not None:
         k_scale = tl.load(k_scale)
         v_scale = tl.load(v_scale)

@@ -130,7 +130,7 @@ def _needs_fp32_dot(dtype: torch.dtype) -> bool:
 def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
                    queries_per_kv, fp32_dot, variant, num_seqs, num_splits, workspace):
     num_q_heads, head_dim = query.shape[1], query.shape[2]
-    tiles = config.decode_tiles(head_dim, queries_per_kv)
+    tiles = config.decode_tiles(head_dim, queries_per_kv, num_splits)
     if num_splits > 1:
         rows = num_seqs * num_splits
         if workspace is None:

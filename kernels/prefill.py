@@ -99,7 +99,7 @@ def prefill_kernel(
         kv_end = seq_len
         full_hi = seq_len // BLOCK_N * BLOCK_N
     if SLIDING_WINDOW > 0:  # causal only (the launcher checks)
-        kv_lo = tl.maximum(first_pos - SLIDING_WINDOW + 1, 0) // BLOCK_N * BLOCK_N
+        kv_lo = tl.maximum(first_pos - SLIDING_WINDOW + 1, 0)  # first token any row can see
         full_lo = tl.minimum(tl.cdiv(tl.maximum(kv_end - SLIDING_WINDOW, 0), BLOCK_N) * BLOCK_N, kv_end)
         full_hi = tl.maximum(full_hi, full_lo)
     else:
@@ -109,7 +109,10 @@ def prefill_kernel(
     k_cache += kv_head.to(tl.int64) * stride_kvh
     v_cache += kv_head.to(tl.int64) * stride_kvh
     block_table_row = block_table + seq.to(tl.int64) * stride_bt
-    slope = alibi_slopes_log2(alibi_slopes, q_head, row_valid)
+    if alibi_slopes is not None:
+        slope = alibi_slopes_log2(alibi_slopes, q_head, row_valid)
+    else:
+        slope = None  # (a jit function cannot return None: decided here, at compile time)
     if k_scale is not None:
         k_scale = tl.load(k_scale)
         v_scale = tl.load(v_scale)

@@ -57,7 +57,8 @@ def attend_kv_range(
     k_cache,  # pointer to K of this KV head: kv_cache[0, kv_head, 0, 0]
     v_cache,  # pointer to V of this KV head: kv_cache[0, kv_head, 0, HEAD_DIM]
     block_table_row,  # [max_pages_per_seq] int32
-    kv_start, kv_end,  # token range [kv_start, kv_end) to attend to
+    kv_start, kv_end,  # token range [kv_start, kv_end); kv_start need not be tile-aligned
+    # when MASKED (the start of a sliding window): tokens before it are never loaded
     qk_scale,  # softmax_scale * log2(e)
     stride_page, stride_slot,
     alibi_slope,  # [BLOCK_M] ALiBi slope of each row's head times log2(e), or None
@@ -74,12 +75,18 @@ def attend_kv_range(
 ):
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_P)
-    for start_n in range(kv_start, kv_end, BLOCK_N):
+    if MASKED:
+        loop_start = kv_start // BLOCK_N * BLOCK_N
+    else:
+        loop_start = kv_start
+    for start_n in range(loop_start, kv_end, BLOCK_N):
         kv_pos = start_n + offs_n
         # Masks only where needed: an unmasked load of whole 16-byte vectors is what lets the
         # compiler issue wide asynchronous copies and pipeline them.
         if MASKED:
-            kv_valid = kv_pos < kv_end
+            # Masked-off tokens are not even loaded: pages before a sliding window may have been
+            # handed to other sequences, and 0 * NaN from a stale V would poison the sum.
+            kv_valid = (kv_pos >= kv_start) & (kv_pos < kv_end)
             rows = kv_token_offsets(block_table_row, kv_pos, kv_valid, stride_page, stride_slot, PAGE_SIZE)
             if HEAD_DIM_P != HEAD_DIM:
                 kv_mask = kv_valid[:, None] & (offs_d < HEAD_DIM)[None, :]
@@ -160,8 +167,5 @@ def initial_softmax_state(sinks, q_head, row_valid, BLOCK_M: tl.constexpr, HEAD_
 
 @triton.jit
 def alibi_slopes_log2(alibi_slopes, q_head, row_valid):
-    """Per-row ALiBi slope in log2 units, or None without ALiBi."""
-    if alibi_slopes is None:
-        return None
-    else:
-        return tl.load(alibi_slopes + q_head, mask=row_valid, other=0.0).to(tl.float32) * 1.4426950408889634
+    """Per-row ALiBi slope in log2 units."""
+    return tl.load(alibi_slopes + q_head, mask=row_valid, other=0.0).to(tl.float32) * 1.4426950408889634
