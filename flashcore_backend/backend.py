@@ -101,5 +101,13 @@ class FlashCoreBackend(AttentionBackend):
         return support.attn_type_reason(attn_type) is None
 
     @classmethod
+    def supports_sink(cls) -> bool:
+        return True
+
+    @classmethod
+    def supports_sliding_window(cls) -> bool:
+        return True
+
+    @classmethod
     def supports_compute_capability(cls, capability) -> bool:
         return support.capability_reason(capability) is None

@@ -9,6 +9,8 @@ import torch
 from flashcore_kernels import paged_attention, write_kv_cache
 
 from . import support
+
+FP8_DTYPE = torch.float8_e4m3fn  # what vLLM's "fp8" / "fp8_e4m3" KV cache holds on CUDA
 from .vllm_api import AttentionImpl, AttentionType, init_logger
 
 logger = init_logger("vllm.flashcore_backend")
@@ -23,10 +25,8 @@ class FlashCoreImpl(AttentionImpl):
                  kv_cache_dtype: str = "auto", logits_soft_cap: float | None = None,
                  attn_type: str = AttentionType.DECODER,
                  kv_sharing_target_layer_name: str | None = None, **extra) -> None:
-        reasons = support.impl_reasons(
-            head_size=head_size, kv_cache_dtype=kv_cache_dtype, alibi_slopes=alibi_slopes,
-            sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, attn_type=attn_type,
-            extra=extra)
+        reasons = support.impl_reasons(head_size=head_size, kv_cache_dtype=kv_cache_dtype,
+                                       attn_type=attn_type, extra=extra)
         if reasons:
             raise NotImplementedError("; ".join(reasons))
         self.num_heads = num_heads
@@ -37,7 +37,19 @@ class FlashCoreImpl(AttentionImpl):
             raise ValueError(f"FLASHCORE: num_heads ({num_heads}) must be a multiple of "
                              f"num_kv_heads ({self.num_kv_heads})")
         self.kv_cache_dtype = kv_cache_dtype
+        self.fp8_cache = kv_cache_dtype in support.FP8_KV_CACHE_DTYPES
         self.attn_type = attn_type
+        # vLLM's sliding_window W lets a query see itself and the W - 1 tokens before it, the
+        # kernels' convention too; None and 0 mean no window / no soft cap in vLLM.
+        self.sliding_window = sliding_window or None
+        self.logits_soft_cap = logits_soft_cap or None
+        # Moved to the layer's device on first use (the impl is built before the device is set).
+        self.alibi_slopes = (torch.tensor(alibi_slopes, dtype=torch.float32)
+                             if alibi_slopes is not None else None)
+        self.sinks = extra.get("sinks")
+        if self.sinks is not None and self.sinks.shape[0] != num_heads:
+            raise ValueError(f"FLASHCORE: sinks has {self.sinks.shape[0]} entries for "
+                             f"{num_heads} query heads")
         # A layer sharing another layer's KV cache gets no do_kv_cache_update call from vLLM
         # and reads the shared (aliased) cache tensor in forward: nothing to do here.
         self.kv_sharing_target_layer_name = kv_sharing_target_layer_name
@@ -52,7 +64,11 @@ class FlashCoreImpl(AttentionImpl):
         num_tokens = slot_mapping.shape[0]  # key/value may be padded past it (CUDA graphs)
         key = key[:num_tokens].view(-1, self.num_kv_heads, self.head_size)
         value = value[:num_tokens].view(-1, self.num_kv_heads, self.head_size)
-        write_kv_cache(key, value, kv_cache, slot_mapping)
+        if self.fp8_cache:
+            write_kv_cache(key, value, kv_cache.view(FP8_DTYPE), slot_mapping,
+                           k_scale=layer._k_scale, v_scale=layer._v_scale)
+        else:
+            write_kv_cache(key, value, kv_cache, slot_mapping)
 
     def forward(self, layer, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 kv_cache: torch.Tensor, attn_metadata, output: torch.Tensor,
@@ -66,10 +82,23 @@ class FlashCoreImpl(AttentionImpl):
         if attn_metadata is None:  # memory-profiling run
             return output.fill_(0)
         num_tokens = attn_metadata.num_actual_tokens
+        scales = {}
+        if self.fp8_cache:
+            kv_cache = kv_cache.view(FP8_DTYPE)
+            scales = dict(k_scale=layer._k_scale, v_scale=layer._v_scale)
         paged_attention(
             query[:num_tokens].view(-1, self.num_heads, self.head_size), kv_cache,
             attn_metadata.query_start_loc, attn_metadata.seq_lens, attn_metadata.block_table,
             max_query_len=attn_metadata.max_query_len, softmax_scale=self.scale,
+            sliding_window=self.sliding_window, logits_soft_cap=self.logits_soft_cap,
+            alibi_slopes=self._alibi_slopes_on(query.device), sinks=self.sinks,
             out=output[:num_tokens].view(-1, self.num_heads, self.head_size),
-            workspace=attn_metadata.workspace, check_lengths=False)
+            workspace=attn_metadata.workspace, check_lengths=False, **scales)
         return output
+
+    def _alibi_slopes_on(self, device: torch.device) -> torch.Tensor | None:
+        """The slopes on ``device``: moved on the first call (the profiling run, before any
+        graph capture) and kept, so later calls allocate nothing."""
+        if self.alibi_slopes is not None and self.alibi_slopes.device != device:
+            self.alibi_slopes = self.alibi_slopes.to(device)
+        return self.alibi_slopes

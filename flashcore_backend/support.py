@@ -18,8 +18,10 @@ SUPPORTED_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 SUPPORTED_HEAD_SIZES = list(range(checks.MIN_HEAD_DIM, checks.MAX_HEAD_DIM + 1,
                                   checks.HEAD_DIM_MULTIPLE))
 # "float16"/"bfloat16" only when equal to the model dtype: the kernels read the cache in the
-# query's dtype (no conversion on load).
-SUPPORTED_KV_CACHE_DTYPES = ["auto", "float16", "bfloat16"]
+# query's dtype (no conversion on load). "fp8"/"fp8_e4m3": float8_e4m3fn with the layer's
+# per-tensor K/V scales, quantised on write and dequantised on load.
+FP8_KV_CACHE_DTYPES = ["fp8", "fp8_e4m3"]
+SUPPORTED_KV_CACHE_DTYPES = ["auto", "float16", "bfloat16", *FP8_KV_CACHE_DTYPES]
 PAGE_SIZE_MULTIPLE = 16  # vLLM's block_size; the kernels' KV tiles are 16-token multiples
 MIN_COMPUTE_CAPABILITY = 80  # Ampere and newer (bf16 tensor cores); measured on H100 (90)
 
@@ -42,9 +44,11 @@ def dtype_reason(dtype: torch.dtype) -> str | None:
 def kv_cache_dtype_reason(kv_cache_dtype: str | None, dtype: torch.dtype | None) -> str | None:
     if kv_cache_dtype is None or kv_cache_dtype == "auto":
         return None
+    if kv_cache_dtype in FP8_KV_CACHE_DTYPES:
+        return None
     if kv_cache_dtype.startswith("fp8"):
-        return (f"FLASHCORE: fp8 KV cache (kv_cache_dtype={kv_cache_dtype!r}) is not supported "
-                "yet; use --kv-cache-dtype auto")
+        return (f"FLASHCORE: fp8 KV cache format {kv_cache_dtype!r} is not supported (only "
+                "e4m3 with per-tensor scales: --kv-cache-dtype fp8)")
     if kv_cache_dtype not in SUPPORTED_KV_CACHE_DTYPES:
         return (f"FLASHCORE: quantized KV cache (kv_cache_dtype={kv_cache_dtype!r}) is not "
                 "supported; use --kv-cache-dtype auto")
@@ -79,15 +83,16 @@ def capability_reason(device_capability) -> str | None:
 FLAG_REASONS = {
     "use_mla": "FLASHCORE: multi-head latent attention (MLA) is not supported",
     "use_sparse": "FLASHCORE: sparse attention is not supported",
-    "has_sink": "FLASHCORE: attention sinks are not supported",
     "use_mm_prefix": "FLASHCORE: bidirectional multimodal prefix attention is not supported",
     "use_per_head_quant_scales": "FLASHCORE: per-head KV quantization scales are not supported",
-    "has_sliding_window": "FLASHCORE: sliding-window attention is not supported",
     "use_non_causal": "FLASHCORE: non-causal (bidirectional) decoder attention is not supported",
     "use_batch_invariant": ("FLASHCORE: batch-invariant mode is not supported (the split-KV "
                             "decode count depends on the batch size)"),
     "use_pcp": "FLASHCORE: prefill context parallelism is not supported",
 }
+# Flags of features the kernels implement (the layer passes their parameters to the impl), and
+# KV connectors, which copy whole pages of the standard layout.
+SUPPORTED_FLAGS = {"has_sink", "has_sliding_window", "use_kv_connector"}
 
 
 def selection_reasons(*, head_size, dtype, kv_cache_dtype, block_size, attn_type,
@@ -99,27 +104,17 @@ def selection_reasons(*, head_size, dtype, kv_cache_dtype, block_size, attn_type
     for name, value in flags.items():
         if value and name in FLAG_REASONS:
             reasons.append(FLAG_REASONS[name])
-        elif value and name != "use_kv_connector":  # connectors copy pages; layout is standard
+        elif value and name not in SUPPORTED_FLAGS:
             reasons.append(f"FLASHCORE: unknown feature {name}={value!r} requested")
     return [r for r in reasons if r]
 
 
-def impl_reasons(*, head_size, kv_cache_dtype, alibi_slopes, sliding_window, logits_soft_cap,
-                 attn_type, extra) -> list[str]:
+def impl_reasons(*, head_size, kv_cache_dtype, attn_type, extra) -> list[str]:
     """Reasons from the attention layer's constructor arguments (some never reach selection)."""
     reasons = [head_size_reason(head_size), kv_cache_dtype_reason(kv_cache_dtype, None),
                attn_type_reason(attn_type)]
-    if alibi_slopes is not None:
-        reasons.append("FLASHCORE: ALiBi positional biases are not supported")
-    if sliding_window is not None:
-        reasons.append(FLAG_REASONS["has_sliding_window"])
-    if logits_soft_cap:  # None and 0 both mean "no soft cap" in vLLM
-        reasons.append(f"FLASHCORE: logit soft-capping (logits_soft_cap={logits_soft_cap}) "
-                       "is not supported")
-    if extra.get("sinks") is not None:
-        reasons.append(FLAG_REASONS["has_sink"])
     if extra.get("use_alibi_sqrt"):
-        reasons.append("FLASHCORE: ALiBi positional biases are not supported")
+        reasons.append("FLASHCORE: square-root ALiBi (use_alibi_sqrt) is not supported")
     if extra.get("chunk_lookback", -1) > -1:
         reasons.append("FLASHCORE: chunked local attention (chunk_lookback) is not supported")
     known = {"sinks", "use_alibi_sqrt", "chunk_lookback"}

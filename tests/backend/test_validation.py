@@ -35,13 +35,20 @@ def test_declared_capabilities():
     assert FlashCoreBackend.get_name() == "FLASHCORE"
     assert FlashCoreBackend.forward_includes_kv_cache_update is False
     assert FlashCoreBackend.supported_dtypes == [torch.float16, torch.bfloat16, torch.float32]
-    assert FlashCoreBackend.supported_kv_cache_dtypes == ["auto", "float16", "bfloat16"]
+    assert FlashCoreBackend.supported_kv_cache_dtypes == ["auto", "float16", "bfloat16", "fp8",
+                                                          "fp8_e4m3"]
     assert FlashCoreBackend.get_supported_head_sizes() == list(range(16, 257, 8))
     [size] = FlashCoreBackend.get_supported_kernel_block_sizes()
     assert isinstance(size, MultipleOf) and size.base == 16
     assert FlashCoreBackend.supports_block_size(32) and not FlashCoreBackend.supports_block_size(8)
-    assert not FlashCoreBackend.is_mla() and not FlashCoreBackend.supports_sink()
-    assert not FlashCoreBackend.supports_sliding_window()
+    assert not FlashCoreBackend.is_mla() and FlashCoreBackend.supports_sink()
+    assert FlashCoreBackend.supports_sliding_window()
+
+
+@pytest.mark.parametrize("change", [dict(kv_cache_dtype="fp8"), dict(kv_cache_dtype="fp8_e4m3"),
+                                    dict(has_sink=True), dict(has_sliding_window=True)])
+def test_supported_features_have_no_reasons(change):
+    assert reasons(**change) == []
 
 
 UNSUPPORTED = [
@@ -49,9 +56,7 @@ UNSUPPORTED = [
     (dict(head_size=512), "head size 512"),
     (dict(head_size=8), "head size 8"),
     (dict(dtype=torch.float64), "model dtype torch.float64"),
-    (dict(kv_cache_dtype="fp8"), "fp8 KV cache"),
-    (dict(kv_cache_dtype="fp8_e4m3"), "fp8 KV cache"),
-    (dict(kv_cache_dtype="fp8_e5m2"), "fp8 KV cache"),
+    (dict(kv_cache_dtype="fp8_e5m2"), "fp8 KV cache format 'fp8_e5m2'"),
     (dict(kv_cache_dtype="int8_per_token_head"), "quantized KV cache"),
     (dict(kv_cache_dtype="nvfp4"), "quantized KV cache"),
     (dict(kv_cache_dtype="float16"), "differs from the model dtype"),  # model is bf16
@@ -59,10 +64,8 @@ UNSUPPORTED = [
     (dict(block_size=24), "block size 24"),
     (dict(use_mla=True), "MLA"),
     (dict(use_sparse=True), "sparse attention"),
-    (dict(has_sink=True), "attention sinks"),
     (dict(use_mm_prefix=True), "multimodal prefix"),
     (dict(use_per_head_quant_scales=True), "per-head KV quantization"),
-    (dict(has_sliding_window=True), "sliding-window"),
     (dict(use_non_causal=True), "non-causal"),
     (dict(use_batch_invariant=True), "batch-invariant"),
     (dict(use_pcp=True), "prefill context parallelism"),
@@ -84,7 +87,7 @@ def test_old_gpus_are_refused():
 
 
 def test_reasons_accumulate_and_kv_connectors_are_fine():
-    assert len(reasons(has_sliding_window=True, kv_cache_dtype="fp8", head_size=300)) == 3
+    assert len(reasons(use_non_causal=True, kv_cache_dtype="fp8_e5m2", head_size=300)) == 3
     assert reasons(use_kv_connector=True) == []
 
 
@@ -96,20 +99,17 @@ def test_selector_contract_through_the_enum(registered):
     backend = AttentionBackendEnum["FLASHCORE"].get_class()
     assert backend is FlashCoreBackend
     assert backend.validate_configuration(device_capability=H100, **SUPPORTED._asdict()) == []
-    bad = SUPPORTED._replace(has_sliding_window=True, kv_cache_dtype="fp8")
+    bad = SUPPORTED._replace(use_non_causal=True, kv_cache_dtype="fp8_e5m2")
     assert backend.validate_configuration(device_capability=H100, **bad._asdict()) == [
-        "FLASHCORE: fp8 KV cache (kv_cache_dtype='fp8') is not supported yet; use "
-        "--kv-cache-dtype auto",
-        "FLASHCORE: sliding-window attention is not supported"]
+        "FLASHCORE: fp8 KV cache format 'fp8_e5m2' is not supported (only e4m3 with per-tensor "
+        "scales: --kv-cache-dtype fp8)",
+        "FLASHCORE: non-causal (bidirectional) decoder attention is not supported"]
 
 
 IMPL_REFUSALS = [
-    (dict(alibi_slopes=[0.5, 0.25]), "ALiBi"),
-    (dict(logits_soft_cap=30.0), "soft-capping"),
-    (dict(sliding_window=128), "sliding-window"),
-    (dict(kv_cache_dtype="fp8"), "fp8 KV cache"),
+    (dict(use_alibi_sqrt=True), "square-root ALiBi"),
+    (dict(kv_cache_dtype="fp8_e5m2"), "fp8 KV cache format"),
     (dict(attn_type=AttentionType.ENCODER_DECODER), "attention type"),
-    (dict(sinks=torch.zeros(2)), "attention sinks"),
     (dict(chunk_lookback=64), "chunk_lookback"),
     (dict(head_size=40 + 1), "head size 41"),
     (dict(some_future_option=3), "some_future_option=3"),
@@ -118,12 +118,21 @@ IMPL_REFUSALS = [
 
 @pytest.mark.parametrize("change, expected", IMPL_REFUSALS, ids=[e for _, e in IMPL_REFUSALS])
 def test_impl_refuses_what_never_reaches_selection(change, expected):
-    """ALiBi slopes and logit soft-capping only reach the layer's constructor."""
+    """Some options only reach the layer's constructor."""
     args = dict(num_heads=2, head_size=64, scale=0.125, num_kv_heads=2, alibi_slopes=None,
                 sliding_window=None, kv_cache_dtype="auto")
     args.update(change)
     with pytest.raises(NotImplementedError, match=expected):
         FlashCoreImpl(**args)
+
+
+def test_impl_accepts_window_cap_alibi_sinks_fp8():
+    impl = FlashCoreImpl(2, 64, 0.125, 1, alibi_slopes=[0.5, 0.25], sliding_window=128,
+                         kv_cache_dtype="fp8", logits_soft_cap=30.0, sinks=torch.zeros(2))
+    assert impl.sliding_window == 128 and impl.logits_soft_cap == 30.0 and impl.fp8_cache
+    assert impl.alibi_slopes.tolist() == [0.5, 0.25] and impl.sinks.shape == (2,)
+    with pytest.raises(ValueError, match="sinks has 3 entries for 2 query heads"):
+        FlashCoreImpl(2, 64, 0.125, 1, sinks=torch.zeros(3))
 
 
 def test_impl_accepts_vllm_defaults():
