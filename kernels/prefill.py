@@ -62,7 +62,9 @@ def prefill_kernel(
     SOFT_CAP: tl.constexpr,
     FP32_DOT: tl.constexpr,
 ):
-    q_block_id = tl.program_id(0)
+    # Causal blocks late in a sequence do the most work: launch them first, so the short ones
+    # fill the tail of the grid instead of the long ones.
+    q_block_id = tl.num_programs(0) - 1 - tl.program_id(0)
     kv_head = tl.program_id(1)
 
     seq = find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q)
