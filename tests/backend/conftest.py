@@ -13,15 +13,17 @@ def registered():
 
 
 @pytest.fixture(scope="session")
-def make_config(tmp_path_factory, registered):
-    """``make_config(geometry) -> VllmConfig``, one model directory per geometry."""
+def make_config(tmp_path_factory, registered, device):
+    """``make_config(geometry) -> VllmConfig`` for the test device, one model directory per
+    geometry."""
     from .vllm_batch import make_vllm_config, write_model_dir
 
     cache = {}
 
     def make(g):
         if g not in cache:
-            cache[g] = make_vllm_config(write_model_dir(tmp_path_factory.mktemp("model"), g), g)
+            cache[g] = make_vllm_config(write_model_dir(tmp_path_factory.mktemp("model"), g), g,
+                                        device=device)
         return cache[g]
 
     return make

@@ -24,10 +24,10 @@ BATCHES = {
 }
 
 
-def make_builder(vllm_config, g=G) -> FlashCoreMetadataBuilder:
+def make_builder(vllm_config, device, g=G) -> FlashCoreMetadataBuilder:
     with set_current_vllm_config(vllm_config):
         return FlashCoreMetadataBuilder(kv_cache_spec(g), ["model.layers.0.self_attn.attn"],
-                                        vllm_config, torch.device("cpu"))
+                                        vllm_config, device)
 
 
 def test_builder_class_and_cudagraph_support():
@@ -36,23 +36,24 @@ def test_builder_class_and_cudagraph_support():
     assert FlashCoreMetadataBuilder.reorder_batch_threshold is None  # any batch order works
 
 
-def test_workspace_is_allocated_once_for_the_largest_batch(make_config):
-    builder = make_builder(make_config(G))
+def test_workspace_is_allocated_once_for_the_largest_batch(make_config, device):
+    builder = make_builder(make_config(G), device)
     ws = builder.workspace
     assert ws.partial_out.shape[1:] == (G.num_q_heads, G.head_size)
     assert ws.partial_out.dtype == torch.float32
+    assert ws.partial_out.device.type == ws.partial_lse.device.type == device.type
     from flashcore_kernels import config
 
     for num_seqs in range(1, G.max_num_seqs + 1):
-        splits = config.num_kv_splits(num_seqs, G.num_kv_heads, torch.device("cpu"))
+        splits = config.num_kv_splits(num_seqs, G.num_kv_heads, device)
         assert ws.fits(num_seqs * splits, G.num_q_heads, G.head_size)
 
 
 @pytest.mark.parametrize("name", list(BATCHES))
-def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, name):
+def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, device, name):
     spec = BATCHES[name]
-    builder = make_builder(make_config(G))
-    common, _ = make_common_metadata(spec, G)
+    builder = make_builder(make_config(G), device)
+    common, _ = make_common_metadata(spec, G, device=device)
     with no_tensor_ops():  # no allocation, no copy, no host read (.item/.cpu) of any kind
         md = builder.build(0, common)
     assert isinstance(md, FlashCoreMetadata)
@@ -67,20 +68,20 @@ def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, name)
     assert builder.build(0, common, fast_build=True).workspace is builder.workspace
 
 
-def test_build_refuses_what_the_kernels_cannot_do(make_config):
-    builder = make_builder(make_config(G))
-    common, _ = make_common_metadata(BATCHES["mixed"], G)
+def test_build_refuses_what_the_kernels_cannot_do(make_config, device):
+    builder = make_builder(make_config(G), device)
+    common, _ = make_common_metadata(BATCHES["mixed"], G, device=device)
     with pytest.raises(NotImplementedError, match="cascade"):
         builder.build(16, common)
     with pytest.raises(NotImplementedError, match="causal"):
         builder.build(0, common.replace(causal=False))
     with pytest.raises(NotImplementedError, match="causal"):
-        builder.build(0, common.replace(causal=torch.ones(4, dtype=torch.bool)))
+        builder.build(0, common.replace(causal=torch.ones(4, dtype=torch.bool, device=device)))
 
 
-def test_update_block_table_swaps_only_the_pages(make_config):
-    builder = make_builder(make_config(G))
-    common, _ = make_common_metadata(BATCHES["mixed"], G)
+def test_update_block_table_swaps_only_the_pages(make_config, device):
+    builder = make_builder(make_config(G), device)
+    common, _ = make_common_metadata(BATCHES["mixed"], G, device=device)
     md = builder.build(0, common)
     table, slots = common.block_table_tensor.flip(0), common.slot_mapping.flip(0)
     md2 = builder.update_block_table(md, table, slots)
@@ -100,10 +101,10 @@ def capture_decode_shaped_batch(num_tokens):
     (CUDAGraphMode.FULL_DECODE_ONLY, False),
 ])
 def test_capture_launches_prefill_exactly_when_the_graph_can_replay_mixed_batches(
-        make_config, mode, launches_prefill):
+        make_config, device, mode, launches_prefill):
     vllm_config = make_config(G)
-    builder = make_builder(vllm_config)
-    common, _ = make_common_metadata(capture_decode_shaped_batch(8), G)
+    builder = make_builder(vllm_config, device)
+    common, _ = make_common_metadata(capture_decode_shaped_batch(8), G, device=device)
     saved = vllm_config.compilation_config.cudagraph_mode
     vllm_config.compilation_config.cudagraph_mode = mode
     try:

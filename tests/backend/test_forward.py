@@ -1,5 +1,6 @@
 """``do_kv_cache_update`` + ``forward`` through the impl (and through vLLM's own ``Attention``
-layer) against the float64 reference, kernels under Triton's interpreter on the CPU.
+layer) against the float64 reference, on the test session's device: the CPU with the kernels
+under Triton's interpreter, or a CUDA GPU with the kernels compiled (tests/conftest.py).
 
 Every case: pages randomly permuted with page 0 unused, a KV cache allocated the way vLLM
 allocates it for FLASHCORE (shape + stride order), the whole cache random (so a read of a wrong
@@ -32,16 +33,17 @@ LAYER = "model.layers.0.self_attn.attn"
 class Step:
     """One attention step of one layer: inputs, the cache before/after, and the reference."""
 
-    def __init__(self, g: Geometry, vllm_config, spec: BatchSpec, *, seed=0, pad_tokens=0,
+    def __init__(self, g: Geometry, vllm_config, spec: BatchSpec, *, device, seed=0, pad_tokens=0,
                  pad_reqs=0, max_pages=None):
-        self.g, self.spec = g, spec
-        self.common, num_pages = make_common_metadata(spec, g, seed=seed, pad_tokens=pad_tokens,
-                                                      pad_reqs=pad_reqs, max_pages=max_pages)
-        torch.manual_seed(seed)
-        self.kv_cache = allocate_kv_cache(num_pages, g, vllm_config)
+        self.g, self.spec, self.device = g, spec, device
+        self.common, num_pages = make_common_metadata(spec, g, device=device, seed=seed,
+                                                      pad_tokens=pad_tokens, pad_reqs=pad_reqs,
+                                                      max_pages=max_pages)
+        torch.manual_seed(seed)  # data drawn on the CPU, then moved: the same on every device
+        self.kv_cache = allocate_kv_cache(num_pages, g, vllm_config, device=device)
         tokens = spec.num_tokens + pad_tokens
         q_width, kv_width = g.num_q_heads * g.head_size, g.num_kv_heads * g.head_size
-        self.qkv = torch.randn(tokens, q_width + 2 * kv_width).to(g.dtype)
+        self.qkv = torch.randn(tokens, q_width + 2 * kv_width).to(g.dtype).to(device)
         self.query, key, value = self.qkv.split([q_width, kv_width, kv_width], dim=-1)  # 2D views
         self.key = key.view(tokens, g.num_kv_heads, g.head_size)  # strided 3D views, as vLLM's
         self.value = value.view(tokens, g.num_kv_heads, g.head_size)
@@ -79,9 +81,9 @@ def make_impl(g: Geometry) -> FlashCoreImpl:
                          None, "auto")
 
 
-def make_builder(vllm_config, g) -> FlashCoreMetadataBuilder:
+def make_builder(vllm_config, g, device) -> FlashCoreMetadataBuilder:
     with set_current_vllm_config(vllm_config):
-        return FlashCoreMetadataBuilder(kv_cache_spec(g), [LAYER], vllm_config, torch.device("cpu"))
+        return FlashCoreMetadataBuilder(kv_cache_spec(g), [LAYER], vllm_config, device)
 
 
 def run_impl(step: Step, builder, impl, *, output_3d=False, metadata=None):
@@ -91,7 +93,8 @@ def run_impl(step: Step, builder, impl, *, output_3d=False, metadata=None):
     assert torch.equal(step.kv_cache, expected), "the cache write differs from plain indexing"
     metadata = metadata or builder.build(0, step.common)
     g, tokens = step.g, step.query.shape[0]
-    output = torch.full((tokens, g.num_q_heads * g.head_size), float("nan"), dtype=g.dtype)
+    output = torch.full((tokens, g.num_q_heads * g.head_size), float("nan"), dtype=g.dtype,
+                        device=step.device)
     query = step.query
     if output_3d:
         output = output.view(tokens, g.num_q_heads, g.head_size)
@@ -115,40 +118,45 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_impl_matches_reference(make_config, name):
+def test_impl_matches_reference(make_config, device, name):
     g, spec = CASES[name]
     vllm_config = make_config(g)
-    step = Step(g, vllm_config, spec, seed=len(name))
-    output, expected = run_impl(step, make_builder(vllm_config, g), make_impl(g))
+    step = Step(g, vllm_config, spec, device=device, seed=len(name))
+    output, expected = run_impl(step, make_builder(vllm_config, g, device), make_impl(g))
     step.check(output, expected)
 
 
-def test_padded_tokens_and_3d_output(make_config):
+def test_padded_tokens_and_3d_output(make_config, device):
     """Full-CUDA-graph padding: extra tokens with slot -1 and no sequence, num_actual_tokens
     counting them. Nothing is written for them, in the cache or the output."""
     g = Geometry()
     vllm_config = make_config(g)
-    step = Step(g, vllm_config, BatchSpec([12, 30], [1, 7]), seed=3, pad_tokens=5, pad_reqs=2)
-    output, expected = run_impl(step, make_builder(vllm_config, g), make_impl(g), output_3d=True)
+    step = Step(g, vllm_config, BatchSpec([12, 30], [1, 7]), device=device, seed=3, pad_tokens=5,
+                pad_reqs=2)
+    output, expected = run_impl(step, make_builder(vllm_config, g, device), make_impl(g),
+                                output_3d=True)
     step.check(output, expected)
     assert torch.isnan(output[step.spec.num_tokens:]).all()
 
 
-def test_profiling_run_zeroes_the_output_and_fused_output_quant_is_refused():
+def test_profiling_run_zeroes_the_output_and_fused_output_quant_is_refused(device):
     g = Geometry()
     impl = make_impl(g)
-    output = torch.full((6, g.num_q_heads * g.head_size), float("nan"), dtype=g.dtype)
-    q = torch.randn(6, g.num_q_heads * g.head_size).to(g.dtype)
-    assert impl.forward(None, q, None, None, torch.empty(0), None, output) is output
+    output = torch.full((6, g.num_q_heads * g.head_size), float("nan"), dtype=g.dtype,
+                        device=device)
+    q = torch.randn(6, g.num_q_heads * g.head_size).to(g.dtype).to(device)
+    no_cache = torch.empty(0, device=device)
+    assert impl.forward(None, q, None, None, no_cache, None, output) is output
     assert (output == 0).all()
     with pytest.raises(NotImplementedError, match="output quantization"):
-        impl.forward(None, q, None, None, torch.empty(0), None, output,
-                     output_scale=torch.ones(1))
-    impl.do_kv_cache_update(None, q, q, torch.tensor([]), torch.zeros(6, dtype=torch.long))
+        impl.forward(None, q, None, None, no_cache, None, output,
+                     output_scale=torch.ones(1, device=device))
+    impl.do_kv_cache_update(None, q, q, torch.tensor([], device=device),
+                            torch.zeros(6, dtype=torch.long, device=device))
 
 
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
-def test_declared_layout_is_what_the_kernels_read(make_config, layout):
+def test_declared_layout_is_what_the_kernels_read(make_config, device, layout):
     """get_kv_cache_shape + get_kv_cache_stride_order give TRITON_ATTN's convention, and a
     cache allocated that way (as vLLM's runner does) is read and written correctly."""
     g = Geometry()
@@ -161,24 +169,25 @@ def test_declared_layout_is_what_the_kernels_read(make_config, layout):
                         == TritonAttentionBackend.get_kv_cache_stride_order(layers))
         assert (FlashCoreBackend.get_kv_cache_shape(10, 16, 2, 32)
                 == TritonAttentionBackend.get_kv_cache_shape(10, 16, 2, 32) == (10, 2, 16, 64))
-        step = Step(g, vllm_config, BatchSpec([9, 40, 18], [1, 1, 6]), seed=11)
+        step = Step(g, vllm_config, BatchSpec([9, 40, 18], [1, 1, 6]), device=device, seed=11)
     finally:
         set_kv_cache_layout(None)
     physical = (0, 2, 1, 3) if layout == "NHD" else (0, 1, 2, 3)
     assert step.kv_cache.permute(*physical).is_contiguous()
-    output, expected = run_impl(step, make_builder(vllm_config, g), make_impl(g))
+    output, expected = run_impl(step, make_builder(vllm_config, g, device), make_impl(g))
     step.check(output, expected)
 
 
-def test_through_vllm_attention_layer(make_config):
-    """vLLM's own Attention layer (direct-call path on this platform) drives our impl: it looks
-    up AttentionBackendEnum[get_name()], calls do_kv_cache_update, then forward."""
+def test_through_vllm_attention_layer(make_config, device):
+    """vLLM's own Attention layer drives our impl (on CUDA through the ``torch.ops.vllm`` custom
+    ops, without a GPU by direct call): it looks up AttentionBackendEnum[get_name()], calls
+    do_kv_cache_update, then forward."""
     from vllm.model_executor.layers.attention import Attention
 
     g = Geometry()
     vllm_config = make_config(g)
     name = "model.layers.7.self_attn.attn"
-    step = Step(g, vllm_config, BatchSpec([9, 40, 18], [1, 1, 6]), seed=5)
+    step = Step(g, vllm_config, BatchSpec([9, 40, 18], [1, 1, 6]), device=device, seed=5)
     expected = step.expected_cache()
     with set_current_vllm_config(vllm_config):
         layer = Attention(g.num_q_heads, g.head_size, step.scale, g.num_kv_heads,
@@ -186,7 +195,7 @@ def test_through_vllm_attention_layer(make_config):
                           attn_backend=FlashCoreBackend)
         assert isinstance(layer.impl, FlashCoreImpl) and layer.backend.name == "CUSTOM"
         layer.kv_cache = step.kv_cache
-        metadata = make_builder(vllm_config, g).build(0, step.common)
+        metadata = make_builder(vllm_config, g, device).build(0, step.common)
         with set_forward_context({name: metadata}, vllm_config,
                                  slot_mapping={name: step.common.slot_mapping}):
             output = layer(step.query, step.key.flatten(1), step.value.flatten(1))
@@ -194,21 +203,80 @@ def test_through_vllm_attention_layer(make_config):
     step.check(output, expected)
 
 
-def test_full_graph_capture_then_mixed_replay(make_config):
-    """Replay semantics of a FULL graph captured for mixed batches, on the CPU: metadata from
+def refill(buffers, step: Step) -> None:
+    """The runner's in-place update of the persistent metadata buffers for the next step."""
+    for name in ("query_start_loc", "seq_lens", "block_table_tensor", "slot_mapping"):
+        getattr(buffers, name).copy_(getattr(step.common, name))
+
+
+def replay_simulated(step: Step, buffers, captured, builder, impl):
+    """Without a GPU: refill the buffers, then run with the captured metadata object."""
+    refill(buffers, step)
+    return run_impl(step, builder, impl, metadata=captured)
+
+
+def replay_in_cuda_graph(step: Step, buffers, captured, impl):
+    """On CUDA: capture the cache update and forward into a real CUDA graph while the persistent
+    buffers (metadata, QKV, cache, output) hold the dummy capture batch, then refill them in
+    place with ``step``'s batch and replay the graph."""
+    g, tokens = step.g, step.query.shape[0]
+    qkv, cache_before = step.qkv.clone(), step.kv_cache.clone()
+    output = torch.full((tokens, g.num_q_heads * g.head_size), float("nan"), dtype=g.dtype,
+                        device=step.device)
+
+    def attention_step():
+        impl.do_kv_cache_update(None, step.key, step.value, step.kv_cache, captured.slot_mapping)
+        returned = impl.forward(None, step.query, step.key, step.value, step.kv_cache, captured,
+                                output)
+        assert returned is output
+
+    dummy = torch.randn(step.qkv.shape, generator=torch.Generator().manual_seed(1))
+    step.qkv.copy_(dummy.to(g.dtype).to(step.device))
+    # Warm-up on a side stream, as before any capture: Triton compiles and loads its kernels
+    # here, outside the graph.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        attention_step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        attention_step()
+    torch.cuda.synchronize()
+
+    refill(buffers, step)  # the replay's step, written into the captured addresses
+    step.qkv.copy_(qkv)
+    step.kv_cache.copy_(cache_before)
+    output.fill_(float("nan"))
+    expected = step.expected_cache()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(step.kv_cache, expected), "the cache write differs from plain indexing"
+    return output, expected
+
+
+def test_full_graph_capture_then_mixed_replay(make_config, device):
+    """A FULL graph captured for mixed batches, replayed on a mixed batch: metadata from
     build_for_cudagraph_capture on vLLM's dummy capture batch (8 requests x 1 token), then the
     same persistent buffers refilled in place with a mixed batch (a chunked prefill among
-    decodes, requests padded to 8), and forward run with the captured metadata object."""
+    decodes, requests padded to 8). On CUDA the cache update and forward are captured in a real
+    ``torch.cuda.CUDAGraph`` and replayed; on the CPU the replay is simulated by running forward
+    with the captured metadata object."""
     g = Geometry()
     vllm_config = make_config(g)
-    builder = make_builder(vllm_config, g)
-    replay = Step(g, vllm_config, BatchSpec([20, 9, 40], [5, 1, 2]), seed=7, pad_tokens=0,
-                  pad_reqs=5, max_pages=4)
-    capture, _ = make_common_metadata(BatchSpec([1] * 8, [1] * 8), g, max_pages=4)
+    builder = make_builder(vllm_config, g, device)
+    replay = Step(g, vllm_config, BatchSpec([20, 9, 40], [5, 1, 2]), device=device, seed=7,
+                  pad_tokens=0, pad_reqs=5, max_pages=4)
+    # extra_pages=0: the dummy batch's pages (1..8) lie inside the replay's 9-page cache, so a
+    # warm-up run on the capture values touches only memory the cache owns.
+    capture, _ = make_common_metadata(BatchSpec([1] * 8, [1] * 8), g, device=device,
+                                      max_pages=4, extra_pages=0)
     assert capture.num_actual_tokens == replay.query.shape[0] == 8
+    assert int(capture.block_table_tensor.max()) < replay.kv_cache.shape[0]
     buffers = replay.common.replace(
         query_start_loc=capture.query_start_loc.clone(), seq_lens=capture.seq_lens.clone(),
-        block_table_tensor=capture.block_table_tensor.clone(), max_query_len=1)
+        block_table_tensor=capture.block_table_tensor.clone(),
+        slot_mapping=capture.slot_mapping.clone(), max_query_len=1)
 
     saved = vllm_config.compilation_config.cudagraph_mode
     try:
@@ -216,10 +284,13 @@ def test_full_graph_capture_then_mixed_replay(make_config):
                                     (CUDAGraphMode.FULL_AND_PIECEWISE, False)]:
             vllm_config.compilation_config.cudagraph_mode = mode
             captured = builder.build_for_cudagraph_capture(buffers)
-            for name in ("query_start_loc", "seq_lens", "block_table_tensor"):
-                getattr(buffers, name).copy_(getattr(replay.common, name))  # the replay's step
             if replays_mixed:
-                output, expected = run_impl(replay, builder, make_impl(g), metadata=captured)
+                if device.type == "cuda":
+                    output, expected = replay_in_cuda_graph(replay, buffers, captured,
+                                                            make_impl(g))
+                else:
+                    output, expected = replay_simulated(replay, buffers, captured, builder,
+                                                        make_impl(g))
                 replay.check(output, expected)
             else:
                 # Such a graph is only replayed for uniform decodes; given a prefill it would
