@@ -13,11 +13,14 @@ import sys
 import time
 
 
-def reinit_weights(model) -> int:
+def reinit_weights(model, embed_std: float = 1.0, norm_values: dict | None = None) -> int:
     """Replace vLLM's dummy weights (uniform +-1e-3, which make every attention row nearly
     uniform and every logit nearly equal) with seeded weights that give peaked attention and
     separated logits, so that backend differences show. Seeded by parameter name on the CPU:
-    every backend's engine gets the same model."""
+    every backend's engine gets the same model.
+
+    ``embed_std`` scales the embedding; ``norm_values`` sets the norm weights whose names contain
+    a key (1.0 otherwise). Gemma-2 needs both: it ties the output embedding to the input one."""
     import zlib
 
     import torch
@@ -26,9 +29,10 @@ def reinit_weights(model) -> int:
     for name, param in model.named_parameters():
         gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
         if param.dim() == 1:  # RMSNorm weights
-            value = torch.ones(param.shape)
+            value = next((v for k, v in (norm_values or {}).items() if k in name), 1.0)
+            value = torch.full(param.shape, float(value))
         elif "embed_tokens" in name:
-            value = torch.randn(param.shape, generator=gen)
+            value = torch.randn(param.shape, generator=gen) * embed_std
         else:
             gain = 1.5 if "qkv_proj" in name else 4.0 if "lm_head" in name else 1.0
             value = torch.randn(param.shape, generator=gen) * gain / param.shape[1] ** 0.5
@@ -37,8 +41,46 @@ def reinit_weights(model) -> int:
     return count
 
 
-def attention_impls(model) -> list[str]:
-    return sorted({type(m.impl).__name__ for m in model.modules() if hasattr(m, "impl")})
+def configure_attention(model, kv_scales=None, unquantized_queries=False) -> int:
+    """Per-tensor fp8 KV scales for every attention layer (all backends read the layer's
+    ``_k_scale``/``_v_scale`` tensors on every cache write and read), and optionally no fp8
+    query quantization (FLASH_ATTN and TRITON_ATTN quantize queries when the KV cache is fp8;
+    FLASHCORE keeps them in the model dtype). Eager engines only: the layer reads both per call."""
+    count = 0
+    for module in model.modules():
+        if not hasattr(module, "impl") or not hasattr(module, "_k_scale"):
+            continue
+        if kv_scales is not None:
+            k_scale, v_scale = (float(s) for s in kv_scales)
+            module._k_scale.fill_(k_scale)
+            module._v_scale.fill_(v_scale)
+            module._k_scale_float, module._v_scale_float = k_scale, v_scale
+            if hasattr(module, "_k_scale_cpu"):
+                module._k_scale_cpu.fill_(k_scale)
+                module._v_scale_cpu.fill_(v_scale)
+        if unquantized_queries:
+            module.query_quant = None
+        count += 1
+    return count
+
+
+def attention_layers(model) -> list[dict]:
+    """What each attention layer's implementation was built with, as vLLM's model code passed
+    it (the backends keep their own conventions: FLASH_ATTN stores a window W as (W - 1, 0))."""
+    rows = []
+    for name, module in model.named_modules():
+        impl = getattr(module, "impl", None)
+        if impl is None:
+            continue
+        window = getattr(impl, "sliding_window", None)
+        scale = {k: float(getattr(module, f"_{k}")) if hasattr(module, f"_{k}") else None
+                 for k in ("k_scale", "v_scale")}
+        rows.append({"layer": name, "impl": type(impl).__name__,
+                     "sliding_window": list(window) if isinstance(window, tuple) else window,
+                     "logits_soft_cap": getattr(impl, "logits_soft_cap", None),
+                     "kv_cache_dtype": getattr(module, "kv_cache_dtype", None),
+                     "query_quant": getattr(module, "query_quant", None) is not None, **scale})
+    return rows
 
 
 def top(entries) -> list | None:
@@ -81,9 +123,17 @@ def run(job: dict) -> dict:
     init_s = time.perf_counter() - start
     result = {"name": job["name"], "init_s": round(init_s, 1),
               "backend_config": str(llm.llm_engine.vllm_config.attention_config.backend)}
-    if job.get("reinit_weights"):
-        result["reinit_params"] = llm.apply_model(reinit_weights)[0]
-    result["attention_impls"] = llm.apply_model(attention_impls)[0]
+    reinit = job.get("reinit_weights")
+    if reinit:  # True, or reinit_weights' keyword arguments
+        options = reinit if isinstance(reinit, dict) else {}
+        # A lambda (not functools.partial): vLLM ships functions to the workers by value.
+        result["reinit_params"] = llm.apply_model(lambda m: reinit_weights(m, **options))[0]
+    if job.get("kv_scales") is not None or job.get("unquantized_queries"):
+        scales, unquantized = job.get("kv_scales"), bool(job.get("unquantized_queries"))
+        result["configured_layers"] = llm.apply_model(
+            lambda m: configure_attention(m, scales, unquantized))[0]
+    result["attention_layers"] = llm.apply_model(attention_layers)[0]
+    result["attention_impls"] = sorted({r["impl"] for r in result["attention_layers"]})
 
     params = SamplingParams(temperature=0.0, ignore_eos=job.get("ignore_eos", True),
                             detokenize=False, **job["sampling"])

@@ -8,7 +8,9 @@ FLASH_ATTN is judged against TRITON_ATTN's (bf16 rounding differs between any tw
 Each engine runs in its own process (``engine_job.py``) and all prompts of a case go to one
 engine. All engines the selected tests need start together, ``FLASHCORE_E2E_PARALLEL`` (4) at a
 time on the one GPU, each with a fixed KV-cache size so that concurrent engines don't disturb
-each other's memory profiling. Run with ``-s`` to see the tables:
+each other's memory profiling. Besides the plain geometries: an fp8 (e4m3) KV cache, a
+Mistral-style all-layers sliding window and a Gemma-2-style model (logit soft-cap, sliding
+window on alternate layers). Run with ``-s`` to see the tables:
 
     .venv/bin/python -m pytest tests/e2e -m gpu -s -q
 """
@@ -77,6 +79,68 @@ def write_model(path: Path, g: Geometry) -> str:
     return str(path)
 
 
+# Feature models: transformers configs that vLLM's model code turns into sliding windows and soft
+# caps. The window (64) is shorter than most prompts (up to 700 tokens, 24 more generated).
+SLIDING_WINDOW = 64
+SOFT_CAP = 50.0  # Gemma-2's attn_logit_softcapping
+
+
+def write_mistral_swa(path: Path) -> str:
+    """llama3_8b_heads as MistralForCausalLM with ``sliding_window``: no ``layer_types``, so
+    vLLM makes it the model-level window (CacheConfig.sliding_window) of every layer. vLLM's
+    Mistral code is Llama's with the same parameter names, so the seeded weights equal the
+    llama3_8b_heads model's: that model's FLASH_ATTN run is this one without the window."""
+    from transformers import MistralConfig
+
+    g = GEOMETRIES["llama3_8b_heads"]
+    path.mkdir(parents=True, exist_ok=True)
+    MistralConfig(hidden_size=g.hidden_size, intermediate_size=2 * g.hidden_size,
+                  num_attention_heads=g.num_q_heads, num_key_value_heads=g.num_kv_heads,
+                  head_dim=g.head_dim, num_hidden_layers=g.num_layers, vocab_size=g.vocab_size,
+                  sliding_window=SLIDING_WINDOW, max_position_embeddings=4096,
+                  torch_dtype="bfloat16", tie_word_embeddings=False,
+                  architectures=["MistralForCausalLM"]).save_pretrained(path)
+    return str(path)
+
+
+def write_gemma2(path: Path) -> str:
+    """Gemma-2 attention (8 q / 4 kv heads of 256, scale 256^-0.5, soft cap 50), one sliding
+    (64) and one global layer: vLLM's Gemma2 code passes ``logits_soft_cap`` to both and the
+    window per layer from ``layer_types``."""
+    from transformers import Gemma2Config
+
+    path.mkdir(parents=True, exist_ok=True)
+    Gemma2Config(hidden_size=1024, intermediate_size=2048, num_attention_heads=8,
+                 num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+                 num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"],
+                 sliding_window=SLIDING_WINDOW, attn_logit_softcapping=SOFT_CAP,
+                 final_logit_softcapping=30.0, vocab_size=8192, max_position_embeddings=4096,
+                 torch_dtype="bfloat16", tie_word_embeddings=True,
+                 architectures=["Gemma2ForCausalLM"]).save_pretrained(path)
+    return str(path)
+
+
+FEATURE_MODELS = {"mistral_swa": write_mistral_swa, "gemma2": write_gemma2}
+
+# Gemma-2 ties the output embedding to the input one, and its norms scale by (1 + weight). With
+# the Llama seeding (embeddings N(0, 1), norm weights 1) the residual stream points at the input
+# token's own embedding row and every position predicts its input token (soft-capped logits
+# saturate). A smaller embedding (RMS 0.05 * sqrt(1024) = 1.6 after Gemma's scaling) and
+# post-sublayer norms of gain 10 (weight 9) give ordinary next-token distributions (checked on
+# the CPU with transformers: top-1 logprob about -2, top-1/top-2 gap about 0.5, 12% of
+# positions predicting their own token), and attention scores of standard deviation ~9 whose
+# peaks the soft cap 50 * tanh(s / 50) visibly bends: dropping the cap moves prompt logprobs by
+# up to ~1.7 nats (mean ~0.27), against ~0.1-0.2 for bf16-sized noise on attention outputs.
+GEMMA2_REINIT = {"embed_std": 0.05, "norm_values": {"post_attention_layernorm": 9.0,
+                                                    "post_feedforward_layernorm": 9.0}}
+
+# Per-tensor fp8 scales set on every layer after the seeded weights: |q|, |k|, |v| of the
+# llama3_8b_heads model stay under ~8 before RoPE (~11 after), so vLLM's default scale 1.0 would
+# not overflow e4m3's +-448 either, but it would not notice a backend that ignores the scales.
+# With these, K/V are stored as values up to ~110 and an ignored (or swapped) scale shows.
+FP8_KV_SCALES = (0.1, 0.125)
+
+
 def random_prompts(lengths, vocab_size, seed):
     rng = random.Random(seed)
     return [[rng.randrange(10, vocab_size) for _ in range(n)] for n in lengths]
@@ -132,10 +196,23 @@ def prefix_caching_job(backend):
                 waves=[[0, 1, 2], list(range(3, len(ids)))])
 
 
-def fp8_refusal_job():
-    kwargs = dict(COMMON_KWARGS, kv_cache_dtype="fp8")
-    return dict(model=("geometry", "head64"), llm_kwargs=kwargs, sampling=GEN,
-                prompts={"kind": "token_ids", "ids": [[11, 12, 13]]}, expect_failure=True)
+def fp8_job(backend, unquantized_queries=False):
+    """llama3_8b_heads eager with an fp8 (e4m3) KV cache and FP8_KV_SCALES: same model and
+    prompts as geometry_job's, whose FLASH_ATTN run is the bf16-cache comparison."""
+    job = geometry_job("llama3_8b_heads", backend)
+    job["llm_kwargs"]["kv_cache_dtype"] = "fp8"
+    job["kv_scales"] = list(FP8_KV_SCALES)
+    job["unquantized_queries"] = unquantized_queries
+    return job
+
+
+def feature_job(model, backend, reinit=True, **llm_extra):
+    """A FEATURE_MODELS model, eager, with geometry_job's prompts and sampling."""
+    job = geometry_job("llama3_8b_heads", backend)
+    job["model"] = ("feature", model)
+    job["reinit_weights"] = reinit
+    job["llm_kwargs"].update(llm_extra)
+    return job
 
 
 SMOLLM2_QUESTIONS = [
@@ -178,7 +255,18 @@ def all_jobs() -> dict[str, dict]:
     jobs["preemption/FLASH_ATTN_no_preemption"] = preemption_job("FLASH_ATTN", preempt=False)
     for backend in ("FLASHCORE", "FLASH_ATTN"):
         jobs[f"prefix_caching/{backend}"] = prefix_caching_job(backend)
-    jobs["fp8_kv_cache/FLASHCORE"] = fp8_refusal_job()
+    for backend in ("FLASHCORE", "FLASH_ATTN"):
+        jobs[f"fp8_kv/{backend}"] = fp8_job(backend)
+    # FLASH_ATTN and TRITON_ATTN quantize queries to fp8 too; FLASHCORE doesn't. The calibration
+    # engine keeps bf16 queries: the same computation as FLASHCORE's.
+    jobs["fp8_kv/TRITON_ATTN_bf16_queries"] = fp8_job("TRITON_ATTN", unquantized_queries=True)
+    for backend in ("FLASHCORE", "FLASH_ATTN", "TRITON_ATTN"):
+        jobs[f"sliding_window/{backend}"] = feature_job("mistral_swa", backend)
+        jobs[f"gemma2/{backend}"] = feature_job("gemma2", backend, reinit=GEMMA2_REINIT)
+    # Control: the comparison must tell a missing soft cap apart.
+    jobs["gemma2/FLASH_ATTN_no_soft_cap"] = feature_job(
+        "gemma2", "FLASH_ATTN", reinit=GEMMA2_REINIT,
+        hf_overrides={"attn_logit_softcapping": None})
     for backend in ("FLASHCORE", "FLASH_ATTN", "TRITON_ATTN"):
         jobs[f"smollm2/{backend}"] = smollm2_job(backend)
     for name, job in jobs.items():
@@ -218,7 +306,9 @@ class JobRunner:
         if kind == "path":
             return what
         if what not in self.model_dirs:
-            self.model_dirs[what] = write_model(self.workdir / "models" / what, GEOMETRIES[what])
+            path = self.workdir / "models" / what
+            self.model_dirs[what] = (FEATURE_MODELS[what](path) if kind == "feature"
+                                     else write_model(path, GEOMETRIES[what]))
         return self.model_dirs[what]
 
     def start(self, names):
@@ -293,6 +383,20 @@ def assert_close(c: Comparison, calibration: Comparison | None):
         f"{c.unexplained_divergences}")
 
 
+def assert_detected(control: Comparison, calibration: Comparison | None, what: str):
+    """A run without the feature must fail assert_close's limits, or the case can't tell."""
+    limit = control.limits(calibration)
+    caught = (control.prompt_max_diff > limit["prompt_max_diff"]
+              or control.prompt_top5_overlap < limit["prompt_top5_overlap"]
+              or control.sample_max_diff > limit["sample_max_diff"]
+              or control.unexplained_divergences)
+    assert caught, f"a run {what} passes the limits {limit}: {control}"
+
+
+def layers_of(result) -> list[dict]:
+    return result["attention_layers"]
+
+
 # ---------------------------------------------------------------- the tests
 
 
@@ -354,12 +458,85 @@ def test_prefix_caching_with_chunked_prefill(runner):
     assert_close(fc_cmp, None)
 
 
-@uses("fp8_kv_cache/FLASHCORE")
-def test_fp8_kv_cache_is_refused_at_startup(runner):
-    result = runner.result("fp8_kv_cache/FLASHCORE")
-    assert not result["ok"], "FLASHCORE started with an fp8 KV cache"
-    assert "FLASHCORE: fp8 KV cache" in result["log"], result["log"][-5000:]
-    print("\nfp8 KV cache refused:", result["error"][:300])
+@uses("fp8_kv/FLASHCORE", "fp8_kv/FLASH_ATTN", "fp8_kv/TRITON_ATTN_bf16_queries",
+      "llama3_8b_heads/FLASH_ATTN/eager")
+def test_fp8_kv_cache_matches_flash_attn(runner):
+    """fp8 (e4m3) KV cache with per-tensor scales, vs FLASH_ATTN (FA3) with the same cache.
+    FA3 also quantizes the queries to fp8 (scale 1); FLASHCORE attends with bf16 queries. The
+    calibration, TRITON_ATTN with its query quantization switched off, computes what FLASHCORE
+    does, so its distance from FLASH_ATTN includes what the query quantization alone costs."""
+    fc = flashcore_ok(runner.result("fp8_kv/FLASHCORE"))
+    fa = runner.result("fp8_kv/FLASH_ATTN")
+    if not fa["ok"] and torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip(f"FLASH_ATTN has an fp8 KV cache only with FA3 (Hopper): {fa['error'][:200]}")
+    ok(fa)
+    tr = ok(runner.result("fp8_kv/TRITON_ATTN_bf16_queries"))
+    bf16 = ok(runner.result("llama3_8b_heads/FLASH_ATTN/eager"))
+    k_scale, v_scale = FP8_KV_SCALES
+    for result in (fc, fa, tr):
+        for layer in layers_of(result):
+            assert layer["kv_cache_dtype"] == "fp8", (result["name"], layer)
+            assert layer["k_scale"] == pytest.approx(k_scale), (result["name"], layer)
+            assert layer["v_scale"] == pytest.approx(v_scale), (result["name"], layer)
+    assert not any(layer["query_quant"] for layer in layers_of(tr)), layers_of(tr)
+    tr_cmp = compare_runs(tr, fa, "TRITON_ATTN fp8, bf16 queries")
+    fc_cmp = compare_runs(fc, fa, "FLASHCORE fp8", tr_cmp)
+    same_math = compare_runs(fc, tr, "FLASHCORE vs TRITON bf16 q")
+    cache_effect = compare_runs(bf16, fa, "FLASH_ATTN bf16 cache")
+    print_table(f"llama3_8b_heads, fp8 KV cache (k_scale {k_scale}, v_scale {v_scale}), vs "
+                f"FLASH_ATTN fp8 (queries quantized: "
+                f"{sorted({layer['query_quant'] for layer in layers_of(fa)})})",
+                [fc_cmp, tr_cmp, same_math, cache_effect],
+                timings={"FLASHCORE": fc, "FLASH_ATTN": fa, "TRITON_ATTN": tr})
+    assert_close(fc_cmp, tr_cmp)
+
+
+@uses("sliding_window/FLASHCORE", "sliding_window/FLASH_ATTN", "sliding_window/TRITON_ATTN",
+      "llama3_8b_heads/FLASH_ATTN/eager")
+def test_sliding_window_matches_flash_attn(runner):
+    """Every layer a 64-token window (Mistral-style), prompts up to 700 tokens in chunks of 256
+    beside decodes; the same model without the window (llama3_8b_heads) as a control."""
+    fc = flashcore_ok(runner.result("sliding_window/FLASHCORE"))
+    fa = ok(runner.result("sliding_window/FLASH_ATTN"))
+    tr = runner.result("sliding_window/TRITON_ATTN")
+    full = ok(runner.result("llama3_8b_heads/FLASH_ATTN/eager"))
+    assert [layer["sliding_window"] for layer in layers_of(fc)] == [SLIDING_WINDOW] * 2, \
+        layers_of(fc)
+    assert [layer["sliding_window"] for layer in layers_of(fa)] == [[SLIDING_WINDOW - 1, 0]] * 2, \
+        layers_of(fa)
+    tr_cmp = compare_runs(tr, fa, "TRITON_ATTN") if tr["ok"] else None
+    fc_cmp = compare_runs(fc, fa, "FLASHCORE", tr_cmp)
+    control = compare_runs(full, fa, "no window (control)", tr_cmp)
+    print_table(f"Mistral-style sliding window {SLIDING_WINDOW}, vs FLASH_ATTN",
+                [fc_cmp, tr_cmp, control],
+                timings={n: runner.result(f"sliding_window/{n}") for n in
+                         ("FLASHCORE", "FLASH_ATTN", "TRITON_ATTN")})
+    assert_close(fc_cmp, tr_cmp)
+    assert_detected(control, tr_cmp, "without the sliding window")
+
+
+@uses("gemma2/FLASHCORE", "gemma2/FLASH_ATTN", "gemma2/TRITON_ATTN",
+      "gemma2/FLASH_ATTN_no_soft_cap")
+def test_gemma2_soft_cap_and_alternating_window(runner):
+    """Gemma-2 style: soft cap 50 on both layers, a 64-token window on the first, head size
+    256; FLASH_ATTN without the soft cap as a control."""
+    fc = flashcore_ok(runner.result("gemma2/FLASHCORE"))
+    fa = ok(runner.result("gemma2/FLASH_ATTN"))
+    tr = runner.result("gemma2/TRITON_ATTN")
+    no_cap = ok(runner.result("gemma2/FLASH_ATTN_no_soft_cap"))
+    assert [(layer["sliding_window"], layer["logits_soft_cap"]) for layer in layers_of(fc)] == [
+        (SLIDING_WINDOW, SOFT_CAP), (None, SOFT_CAP)], layers_of(fc)
+    assert [layer["logits_soft_cap"] for layer in layers_of(fa)] == [SOFT_CAP] * 2, layers_of(fa)
+    assert [layer["logits_soft_cap"] for layer in layers_of(no_cap)] == [0] * 2, layers_of(no_cap)
+    tr_cmp = compare_runs(tr, fa, "TRITON_ATTN") if tr["ok"] else None
+    fc_cmp = compare_runs(fc, fa, "FLASHCORE", tr_cmp)
+    control = compare_runs(no_cap, fa, "no soft cap (control)", tr_cmp)
+    print_table(f"Gemma-2 style (soft cap {SOFT_CAP}, window {SLIDING_WINDOW} on layer 0, "
+                "head 256), vs FLASH_ATTN", [fc_cmp, tr_cmp, control],
+                timings={n: runner.result(f"gemma2/{n}") for n in
+                         ("FLASHCORE", "FLASH_ATTN", "TRITON_ATTN")})
+    assert_close(fc_cmp, tr_cmp)
+    assert_detected(control, tr_cmp, "without the soft cap")
 
 
 @pytest.mark.skipif(not (SMOLLM2 / "config.json").exists(), reason=f"{SMOLLM2} not present")
