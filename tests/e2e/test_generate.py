@@ -549,10 +549,13 @@ def test_smollm2_greedy_chat(runner):
     fa = ok(runner.result("smollm2/FLASH_ATTN"))
     tr = ok(runner.result("smollm2/TRITON_ATTN"))
     tr_cmp = compare_runs(tr, fa, "TRITON_ATTN")
-    fc_cmp = compare_runs(fc, fa, "FLASHCORE", tr_cmp)
+    # No calibration here: a divergence counts as explained only at a FLASH_ATTN top-2 gap
+    # within bf16 rounding of the logits (the 0.15 floor), as the acceptance criterion asks.
+    fc_cmp = compare_runs(fc, fa, "FLASHCORE")
     print_table("smollm2, 32 chat prompts, greedy, 64 tokens, vs FLASH_ATTN", [fc_cmp, tr_cmp],
                 timings={"FLASHCORE": fc, "FLASH_ATTN": fa, "TRITON_ATTN": tr}, per_request=True)
     assert not fc_cmp.unexplained_divergences, (
         f"divergences without a FLASH_ATTN near-tie (gap > {fc_cmp.near_tie:.3f}): "
         f"{fc_cmp.unexplained_divergences}")
-    assert fc_cmp.identical >= tr_cmp.identical - 4, (fc_cmp.identical, tr_cmp.identical)
+    # The acceptance criterion: agree with FLASH_ATTN at least as often as TRITON_ATTN does.
+    assert fc_cmp.identical >= tr_cmp.identical, (fc_cmp.identical, tr_cmp.identical)
