@@ -114,6 +114,11 @@ CASES = {
     "gqa_head128_page32": (Geometry(num_q_heads=4, num_kv_heads=1, head_size=128, block_size=32),
                            BatchSpec([70, 3, 40], [1, 3, 17])),
     "mha_head80": (Geometry(num_q_heads=2, num_kv_heads=2, head_size=80), BatchSpec([25], [25])),
+    # The heads one rank holds under tensor parallelism: Llama-3-8B's 32/8 at TP 2 and TP 4.
+    "tp2_rank_16_to_4_head128": (Geometry(num_q_heads=16, num_kv_heads=4, head_size=128),
+                                 BatchSpec([50, 9, 30], [1, 9, 12])),
+    "tp4_rank_8_to_2_head128": (Geometry(num_q_heads=8, num_kv_heads=2, head_size=128),
+                                BatchSpec([50, 9, 30], [1, 9, 12])),
 }
 
 
