@@ -23,7 +23,13 @@ class SplitKVWorkspace:
     @classmethod
     def allocate(cls, max_num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  device: torch.device) -> "SplitKVWorkspace":
+        """Enough rows for any batch of up to ``max_num_seqs`` sequences."""
         rows = config.split_kv_rows(max_num_seqs, num_kv_heads, torch.device(device))
+        return cls.with_rows(rows, num_q_heads, head_dim, device)
+
+    @classmethod
+    def with_rows(cls, rows: int, num_q_heads: int, head_dim: int,
+                  device: torch.device) -> "SplitKVWorkspace":
         return cls(torch.empty(rows, num_q_heads, head_dim, dtype=torch.float32, device=device),
                    torch.empty(rows, num_q_heads, dtype=torch.float32, device=device))
 
@@ -134,9 +140,7 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
     if num_splits > 1:
         rows = num_seqs * num_splits
         if workspace is None:
-            workspace = SplitKVWorkspace(
-                torch.empty(rows, num_q_heads, head_dim, dtype=torch.float32, device=query.device),
-                torch.empty(rows, num_q_heads, dtype=torch.float32, device=query.device))
+            workspace = SplitKVWorkspace.with_rows(rows, num_q_heads, head_dim, query.device)
         elif not workspace.fits(rows, num_q_heads, head_dim):
             raise ValueError(f"workspace too small: {num_seqs} sequences x {num_splits} splits need "
                              f"{rows} rows of [{num_q_heads}, {head_dim}], it has "
