@@ -48,6 +48,11 @@ def engine_kwargs(args, model_dir: str, dummy: bool) -> dict:
     kw = dict(model=model_dir, dtype=args.dtype, seed=args.seed, disable_log_stats=False,
               gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len,
               enforce_eager=args.enforce_eager)
+    if args.tensor_parallel_size > 1:
+        # One worker process per GPU; each imports the plugin through vLLM's general-plugins hook
+        # and reads VLLM_ATTENTION_BACKEND from the environment it inherits.
+        kw.update(tensor_parallel_size=args.tensor_parallel_size,
+                  distributed_executor_backend="mp")
     if args.max_num_seqs:
         kw["max_num_seqs"] = args.max_num_seqs
     if args.backend != "FLASHCORE" or args.select_via == "kwarg":

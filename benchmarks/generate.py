@@ -6,6 +6,8 @@
         --input-len 512 --output-len 128
     python benchmarks/generate.py --backend FLASH_ATTN --workload short
     python benchmarks/generate.py --compare FLASHCORE,FLASH_ATTN,TRITON_ATTN --workload long
+    python benchmarks/generate.py --compare FLASHCORE,FLASH_ATTN --workload short \
+        --tensor-parallel-size 2
 
 FLASHCORE is selected with the environment switch VLLM_ATTENTION_BACKEND=FLASHCORE (set here
 before vLLM is imported; ``--select-via kwarg`` passes attention_backend="FLASHCORE" instead);
@@ -52,6 +54,8 @@ def parse_args(argv=None):
     m.add_argument("--max-num-seqs", type=int, default=None)
     m.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     m.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / torch.compile")
+    m.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="GPUs per engine; each worker runs the backend on its share of the heads")
     src = p.add_argument_group("prompts")
     src.add_argument("--prompts", type=Path, help="text file (one prompt a line) or JSONL chats")
     src.add_argument("--synthetic", type=int, metavar="N", help="N random token-id prompts")

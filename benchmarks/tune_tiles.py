@@ -1,9 +1,11 @@
 """Sweep the kernels' tile sizes on the GPU, overriding the heuristics of flashcore_kernels.config,
 and print the rate of each candidate: how the numbers in config.py's comments were measured.
 
-    python benchmarks/tune_tiles.py [--suite prefill|decode] [--head-dim 128]
+    python benchmarks/tune_tiles.py [--suite prefill|decode] [--geometry llama3-8b]
+    python benchmarks/tune_tiles.py --suite prefill --geometry mha-d64 --lengths 1024,4096 \\
+        --block-m 64,128 --block-n 64,128 --warps 4,8 --stages 2,3
 
-Llama-3-8B heads (32 query / 8 KV), bf16, page 16, random page order, CUDA-graph replay timing.
+bf16, page 16, random page order, CUDA-graph replay timing; a geometry from geometry.py.
 """
 
 import argparse
@@ -15,52 +17,66 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import batches  # noqa: E402
+import geometry  # noqa: E402
 import harness  # noqa: E402
 
 from flashcore_kernels import config  # noqa: E402
 
-PREFILL_CASES = [batches.prefill_batch(1, 4096), batches.prefill_batch(1, 16384)]
 DECODE_CASES = [batches.decode_batch(b, c) for b, c in ((1, 8192), (8, 2048), (64, 8192), (256, 8192))]
 
 
-def rate(spec, head_dim, suite) -> float:
+def rate(spec, g, suite) -> float:
     """TFLOP/s (prefill) or TB/s of KV read (decode) of one launch of our kernels."""
-    inp = batches.make_inputs(spec, 32, 8, head_dim)
+    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim)
     runner = harness.KernelRunner(inp)
     ms = harness.time_ms(runner.forward, inp.qkv.device, "graph", 25, 100)
     if suite == "prefill":
-        return batches.attention_flops(spec, 32, head_dim) / ms / 1e9
-    return batches.attention_bytes(spec, 32, 8, head_dim, inp.query.element_size()) / ms / 1e9
+        return batches.attention_flops(spec, g.num_q_heads, g.head_dim) / ms / 1e9
+    return batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
+                                   inp.query.element_size()) / ms / 1e9
 
 
-def sweep(suite, head_dim):
-    cases = PREFILL_CASES if suite == "prefill" else DECODE_CASES
-    print(f"{suite}, head_dim {head_dim}: " + " / ".join(c.label for c in cases)
+def sweep(suite, g, cases, grid):
+    print(f"{suite}, {g}: " + " / ".join(c.label for c in cases)
           + (" (TFLOP/s)" if suite == "prefill" else " (TB/s)"))
-    blocks_m = (64, 128) if suite == "prefill" else (None,)
+    blocks_m = grid["block_m"] if suite == "prefill" else (None,)
     for block_m, block_n, warps, stages in itertools.product(
-            blocks_m, (32, 64, 128), (2, 4, 8), (2, 3, 4)):
+            blocks_m, grid["block_n"], grid["warps"], grid["stages"]):
         def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages):
             return config.TileConfig(bm or max(16, 1 << (qpk - 1).bit_length()), bn, w, s)
 
         setattr(config, f"{suite}_tiles", tiles)
         try:
-            values = " ".join(f"{rate(c, head_dim, suite):7.2f}" for c in cases)
+            values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)
         except Exception as e:  # a tile that does not fit shared memory, for example
             values = f"failed: {type(e).__name__}"
         print(f"  block_m={block_m} block_n={block_n} warps={warps} stages={stages}: {values}",
               flush=True)
 
 
+def ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", choices=["prefill", "decode"], action="append")
-    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--geometry", default="llama3-8b")
+    p.add_argument("--lengths", type=ints, default=(4096, 16384), help="prefill sequence lengths")
+    p.add_argument("--block-m", type=ints, default=(64, 128))
+    p.add_argument("--block-n", type=ints, default=(32, 64, 128))
+    p.add_argument("--warps", type=ints, default=(2, 4, 8))
+    p.add_argument("--stages", type=ints, default=(2, 3, 4))
     args = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
+    g = geometry.get(args.geometry)
+    grid = {"block_m": args.block_m, "block_n": args.block_n, "warps": args.warps,
+            "stages": args.stages}
     for suite in args.suite or ["prefill", "decode"]:
-        sweep(suite, args.head_dim)
+        cases = ([batches.prefill_batch(1, n) for n in args.lengths] if suite == "prefill"
+                 else DECODE_CASES)
+        sweep(suite, g, cases, grid)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,10 @@ def summary_table() -> str:
     if not worst:
         return ""
     if os.environ.get("FLASHCORE_ERROR_TABLE"):
-        with open(os.environ["FLASHCORE_ERROR_TABLE"], "w") as f:
+        # Under pytest-xdist each worker process writes its own file.
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        path = os.environ["FLASHCORE_ERROR_TABLE"] + (f".{worker}" if worker else "")
+        with open(path, "w") as f:
             json.dump(list(worst.values()), f, indent=1)
     lines = [f"{'scenario':44} {'dtype':9} {'flashcore':>10} {'sdpa':>10} {'tolerance':>10}"]
     for (scenario, dtype), r in sorted(worst.items()):

@@ -9,6 +9,7 @@ from the caller's environment, the others ``attention_backend=...`` in ``llm_kwa
 """
 
 import json
+import random
 import sys
 import time
 
@@ -16,8 +17,9 @@ import time
 def reinit_weights(model, embed_std: float = 1.0, norm_values: dict | None = None) -> int:
     """Replace vLLM's dummy weights (uniform +-1e-3, which make every attention row nearly
     uniform and every logit nearly equal) with seeded weights that give peaked attention and
-    separated logits, so that backend differences show. Seeded by parameter name on the CPU:
-    every backend's engine gets the same model.
+    separated logits, so that backend differences show. Seeded by parameter name, drawn on the
+    parameter's GPU (fast for 8B models): every backend's engine of the same shape and tensor
+    parallel size gets the same model.
 
     ``embed_std`` scales the embedding; ``norm_values`` sets the norm weights whose names contain
     a key (1.0 otherwise). Gemma-2 needs both: it ties the output embedding to the input one."""
@@ -27,15 +29,16 @@ def reinit_weights(model, embed_std: float = 1.0, norm_values: dict | None = Non
 
     count = 0
     for name, param in model.named_parameters():
-        gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+        device = param.device
+        gen = torch.Generator(device=device).manual_seed(zlib.crc32(name.encode()))
         if param.dim() == 1:  # RMSNorm weights
             value = next((v for k, v in (norm_values or {}).items() if k in name), 1.0)
-            value = torch.full(param.shape, float(value))
+            value = torch.full(param.shape, float(value), device=device)
         elif "embed_tokens" in name:
-            value = torch.randn(param.shape, generator=gen) * embed_std
+            value = torch.randn(param.shape, generator=gen, device=device) * embed_std
         else:
             gain = 1.5 if "qkv_proj" in name else 4.0 if "lm_head" in name else 1.0
-            value = torch.randn(param.shape, generator=gen) * gain / param.shape[1] ** 0.5
+            value = torch.randn(param.shape, generator=gen, device=device) * gain / param.shape[1] ** 0.5
         param.data.copy_(value.to(param.dtype))
         count += 1
     return count
@@ -76,6 +79,8 @@ def attention_layers(model) -> list[dict]:
         scale = {k: float(getattr(module, f"_{k}")) if hasattr(module, f"_{k}") else None
                  for k in ("k_scale", "v_scale")}
         rows.append({"layer": name, "impl": type(impl).__name__,
+                     "num_heads": getattr(impl, "num_heads", None),
+                     "num_kv_heads": getattr(impl, "num_kv_heads", None),
                      "sliding_window": list(window) if isinstance(window, tuple) else window,
                      "logits_soft_cap": getattr(impl, "logits_soft_cap", None),
                      "kv_cache_dtype": getattr(module, "kv_cache_dtype", None),
@@ -107,6 +112,27 @@ def prompts_for(job, llm):
     return [TokensPrompt(prompt_token_ids=list(i)) for i in ids]
 
 
+def throughput(llm, num_prompts: int, input_len: int, output_len: int, seed: int = 0) -> dict:
+    """Offline throughput on random token prompts, all submitted at once, after the logprob
+    prompts (so the engine is warm)."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    rng = random.Random(seed)
+    vocab = llm.llm_engine.model_config.get_vocab_size()
+    prompts = [TokensPrompt(prompt_token_ids=[rng.randrange(10, vocab - 10) for _ in range(input_len)])
+               for _ in range(num_prompts)]
+    params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True,
+                            detokenize=False)
+    start = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    out_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    return {"num_prompts": num_prompts, "input_len": input_len, "output_len": output_len,
+            "seconds": round(seconds, 2), "output_tok_per_s": round(out_tokens / seconds, 1),
+            "total_tok_per_s": round((out_tokens + num_prompts * input_len) / seconds, 1)}
+
+
 def metrics(llm) -> dict:
     wanted = ("vllm:num_preemptions", "vllm:prefix_cache_hits", "vllm:prefix_cache_queries")
     try:
@@ -132,8 +158,12 @@ def run(job: dict) -> dict:
         scales, unquantized = job.get("kv_scales"), bool(job.get("unquantized_queries"))
         result["configured_layers"] = llm.apply_model(
             lambda m: configure_attention(m, scales, unquantized))[0]
-    result["attention_layers"] = llm.apply_model(attention_layers)[0]
-    result["attention_impls"] = sorted({r["impl"] for r in result["attention_layers"]})
+    per_worker = llm.apply_model(attention_layers)  # one list per tensor-parallel rank
+    result["attention_layers"] = per_worker[0]
+    result["attention_impls"] = sorted({r["impl"] for r in per_worker[0]})
+    result["attention_impls_per_worker"] = [sorted({r["impl"] for r in rows}) for rows in per_worker]
+    result["heads_per_worker"] = [sorted({(r["num_heads"], r["num_kv_heads"]) for r in rows})
+                                  for rows in per_worker]
 
     params = SamplingParams(temperature=0.0, ignore_eos=job.get("ignore_eos", True),
                             detokenize=False, **job["sampling"])
@@ -145,6 +175,8 @@ def run(job: dict) -> dict:
         for i, out in zip(wave, llm.generate([prompts[i] for i in wave], params, use_tqdm=False)):
             outputs[i] = out
     result["gen_s"] = round(time.perf_counter() - start, 1)
+    if job.get("throughput"):
+        result["throughput"] = throughput(llm, **job["throughput"])
     result["metrics"] = metrics(llm)
     result["requests"] = [{
         "prompt_ids": list(out.prompt_token_ids),

@@ -15,19 +15,17 @@ window on alternate layers). Run with ``-s`` to see the tables:
     .venv/bin/python -m pytest tests/e2e -m gpu -s -q
 """
 
-import json
 import os
 import random
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from .chat_questions import CHAT_QUESTIONS
 from .compare import Comparison, compare_runs, print_table
+from .engines import JobRunner, assert_close, flashcore_ok, ok
 
 pytestmark = [
     pytest.mark.gpu,
@@ -35,11 +33,8 @@ pytestmark = [
 ]
 vllm = pytest.importorskip("vllm")
 
-ENGINE_JOB = Path(__file__).with_name("engine_job.py")
-REPO = Path(__file__).parents[2]
 SMOLLM2 = Path(os.environ.get("FLASHCORE_SMOLLM2", "/tmp/models/smollm2"))
 PARALLEL = int(os.environ.get("FLASHCORE_E2E_PARALLEL", "4"))
-JOB_TIMEOUT_S = 600
 
 COMMON_KWARGS = dict(
     dtype="bfloat16", load_format="dummy", skip_tokenizer_init=True, max_model_len=1024,
@@ -121,6 +116,14 @@ def write_gemma2(path: Path) -> str:
 
 
 FEATURE_MODELS = {"mistral_swa": write_mistral_swa, "gemma2": write_gemma2}
+
+
+def model_folder(model, path: Path) -> str:
+    """A job's ``model``: ("path", folder), ("geometry", name) or ("feature", name)."""
+    kind, what = model
+    if kind == "path":
+        return what
+    return FEATURE_MODELS[what](path) if kind == "feature" else write_model(path, GEOMETRIES[what])
 
 # Gemma-2 ties the output embedding to the input one, and its norms scale by (1 + weight). With
 # the Llama seeding (embeddings N(0, 1), norm weights 1) the residual stream points at the input
@@ -215,32 +218,15 @@ def feature_job(model, backend, reinit=True, **llm_extra):
     return job
 
 
-SMOLLM2_QUESTIONS = [
-    "What is the capital of France?", "Explain photosynthesis in one sentence.",
-    "Write a haiku about the sea.", "What is 17 times 23?", "Name three primary colors.",
-    "Who wrote Romeo and Juliet?", "What does a CPU do?", "Give me a tip for better sleep.",
-    "Translate 'good morning' into Spanish.", "What is the boiling point of water?",
-    "Describe a cat to someone who has never seen one.", "Why is the sky blue?",
-    "List the planets of the solar system.", "What is machine learning?",
-    "Summarize the plot of Cinderella.", "How do vaccines work?",
-    "What is the difference between weather and climate?", "Write a limerick about a dog.",
-    "What is a prime number?", "How many days are in a leap year?",
-    "Suggest a name for a coffee shop.", "What causes earthquakes?",
-    "Explain recursion to a child.", "What is the largest ocean?",
-    "Give two reasons to learn a second language.", "What is gravity?",
-    "Write one sentence about autumn.", "How does a rainbow form?",
-    "What is the speed of light?", "Name a famous painting and its painter.",
-    "What is an atom?", "How do plants drink water?",
-]
 
 
 def smollm2_job(backend):
-    kwargs = dict(dtype="bfloat16", max_model_len=2048, max_num_seqs=32,
+    kwargs = dict(dtype="bfloat16", max_model_len=2048, max_num_seqs=128,
                   gpu_memory_utilization=0.15, kv_cache_memory_bytes=2 << 30,
                   enforce_eager=True, seed=0, **backend_kwargs(backend))
     return dict(model=("path", str(SMOLLM2)), llm_kwargs=kwargs, ignore_eos=False,
                 sampling=dict(max_tokens=64, logprobs=2),
-                prompts={"kind": "chat", "questions": SMOLLM2_QUESTIONS})
+                prompts={"kind": "chat", "questions": CHAT_QUESTIONS})
 
 
 def all_jobs() -> dict[str, dict]:
@@ -294,93 +280,14 @@ def jobs_of(item) -> list[str]:
 # ---------------------------------------------------------------- running them
 
 
-class JobRunner:
-    def __init__(self, jobs, workdir: Path):
-        self.jobs, self.workdir = jobs, workdir
-        self.pool = ThreadPoolExecutor(max_workers=PARALLEL)
-        self.futures = {}
-        self.model_dirs = {}
-
-    def model_dir(self, model) -> str:
-        kind, what = model
-        if kind == "path":
-            return what
-        if what not in self.model_dirs:
-            path = self.workdir / "models" / what
-            self.model_dirs[what] = (FEATURE_MODELS[what](path) if kind == "feature"
-                                     else write_model(path, GEOMETRIES[what]))
-        return self.model_dirs[what]
-
-    def start(self, names):
-        for name in names:
-            if name not in self.futures:
-                job = dict(self.jobs[name], model=self.model_dir(self.jobs[name]["model"]))
-                self.futures[name] = self.pool.submit(self._run, job)
-
-    def result(self, name) -> dict:
-        self.start([name])
-        return self.futures[name].result()
-
-    def _run(self, job, attempt=0) -> dict:
-        safe = job["name"].replace("/", "__")
-        job_path, out_path = self.workdir / f"{safe}.job.json", self.workdir / f"{safe}.out.json"
-        log_path = self.workdir / f"{safe}.log"
-        job_path.write_text(json.dumps(job))
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("VLLM_ATTENTION_BACKEND", "TRITON_INTERPRET")}
-        env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # apply_model() ships a function
-        if job["backend"] == "FLASHCORE":
-            env["VLLM_ATTENTION_BACKEND"] = "FLASHCORE"
-        with open(log_path, "w") as log:
-            try:
-                proc = subprocess.run([sys.executable, str(ENGINE_JOB), str(job_path),
-                                       str(out_path)], env=env, cwd=REPO, stdout=log,
-                                      stderr=subprocess.STDOUT, timeout=JOB_TIMEOUT_S)
-                returncode = proc.returncode
-            except subprocess.TimeoutExpired:
-                returncode = "timeout"
-        log_text = log_path.read_text(errors="replace")
-        result = json.loads(out_path.read_text()) if out_path.exists() else {"ok": False}
-        result.setdefault("error", f"exit {returncode}")
-        result["log"] = log_text
-        result["flashcore_logged"] = "Using the FlashCore (FLASHCORE)" in log_text
-        if (not result["ok"] and attempt == 0 and not job.get("expect_failure")
-                and "address already in use" in log_text.lower()):  # port race between engines
-            return self._run(job, attempt=1)
-        return result
-
-
 @pytest.fixture(scope="module")
 def runner(request, tmp_path_factory):
-    runner = JobRunner(all_jobs(), tmp_path_factory.mktemp("engines"))
+    runner = JobRunner(all_jobs(), tmp_path_factory.mktemp("engines"), model_folder, PARALLEL)
     needed = [n for item in request.session.items if item.module is request.module
               for n in jobs_of(item)]
     runner.start(dict.fromkeys(needed))  # every selected test's engines, in parallel
     yield runner
     runner.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def ok(result) -> dict:
-    assert result["ok"], f"{result.get('name')}: {result.get('error')}\n{result['log'][-5000:]}"
-    return result
-
-
-def flashcore_ok(result) -> dict:
-    ok(result)
-    assert result["backend_config"].endswith("CUSTOM"), result["backend_config"]
-    assert result["attention_impls"] == ["FlashCoreImpl"], result["attention_impls"]
-    return result
-
-
-def assert_close(c: Comparison, calibration: Comparison | None):
-    """FLASHCORE vs FLASH_ATTN within the larger of a floor and TRITON_ATTN's distance."""
-    limit = c.limits(calibration)
-    assert c.prompt_max_diff <= limit["prompt_max_diff"], (c, limit)
-    assert c.prompt_top5_overlap >= limit["prompt_top5_overlap"], (c, limit)
-    assert c.sample_max_diff <= limit["sample_max_diff"], (c, limit)
-    assert not c.unexplained_divergences, (
-        f"outputs diverge where FLASH_ATTN had no near-tie (limit {limit['near_tie']:.3f}): "
-        f"{c.unexplained_divergences}")
 
 
 def assert_detected(control: Comparison, calibration: Comparison | None, what: str):
@@ -543,7 +450,7 @@ def test_gemma2_soft_cap_and_alternating_window(runner):
 @uses(lambda: [f"smollm2/{b}" for b in ("FLASHCORE", "FLASH_ATTN", "TRITON_ATTN")]
       if (SMOLLM2 / "config.json").exists() else [])
 def test_smollm2_greedy_chat(runner):
-    """32 chat prompts, greedy, 64 tokens: identical outputs vs FLASH_ATTN, first divergence,
+    """128 chat prompts, greedy, 64 tokens: identical outputs vs FLASH_ATTN, first divergence,
     and whether FLASH_ATTN's top-2 were within rounding where FLASHCORE diverged."""
     fc = flashcore_ok(runner.result("smollm2/FLASHCORE"))
     fa = ok(runner.result("smollm2/FLASH_ATTN"))
@@ -552,8 +459,8 @@ def test_smollm2_greedy_chat(runner):
     # No calibration here: a divergence counts as explained only at a FLASH_ATTN top-2 gap
     # within bf16 rounding of the logits (the 0.15 floor), as the acceptance criterion asks.
     fc_cmp = compare_runs(fc, fa, "FLASHCORE")
-    print_table("smollm2, 32 chat prompts, greedy, 64 tokens, vs FLASH_ATTN", [fc_cmp, tr_cmp],
-                timings={"FLASHCORE": fc, "FLASH_ATTN": fa, "TRITON_ATTN": tr}, per_request=True)
+    print_table(f"smollm2, {len(CHAT_QUESTIONS)} chat prompts, greedy, 64 tokens, vs FLASH_ATTN",
+                [fc_cmp, tr_cmp], timings={"FLASHCORE": fc, "FLASH_ATTN": fa, "TRITON_ATTN": tr}, per_request=True)
     assert not fc_cmp.unexplained_divergences, (
         f"divergences without a FLASH_ATTN near-tie (gap > {fc_cmp.near_tie:.3f}): "
         f"{fc_cmp.unexplained_divergences}")

@@ -1,0 +1,99 @@
+"""Engines for the end-to-end tests: each job (engine_job.py) in its own process, several at a
+time, and the checks every test makes of a finished job.
+
+A job is a dict: ``name``, ``backend`` (FLASHCORE gets ``VLLM_ATTENTION_BACKEND=FLASHCORE`` in
+the engine's environment, as a user would set it; the others ``attention_backend=`` in
+``llm_kwargs``), ``model``, ``llm_kwargs``, ``sampling``, ``prompts`` and options that
+engine_job.py reads.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .compare import Comparison
+
+ENGINE_JOB = Path(__file__).with_name("engine_job.py")
+REPO = Path(__file__).parents[2]
+JOB_TIMEOUT_S = 600
+
+
+class JobRunner:
+    """Runs named jobs, ``parallel`` engines at a time; ``write_model(model, folder)`` turns a
+    job's ``model`` entry into a model folder (written once per entry)."""
+
+    def __init__(self, jobs, workdir: Path, write_model, parallel: int = 1):
+        self.jobs, self.workdir, self.write_model = jobs, workdir, write_model
+        self.pool = ThreadPoolExecutor(max_workers=parallel)
+        self.futures = {}
+        self.model_dirs = {}
+
+    def model_dir(self, model) -> str:
+        key = tuple(model)
+        if key not in self.model_dirs:
+            self.model_dirs[key] = self.write_model(model, self.workdir / "models" / key[-1])
+        return self.model_dirs[key]
+
+    def start(self, names):
+        for name in names:
+            if name not in self.futures:
+                job = dict(self.jobs[name], model=self.model_dir(self.jobs[name]["model"]))
+                self.futures[name] = self.pool.submit(self._run, job)
+
+    def result(self, name) -> dict:
+        self.start([name])
+        return self.futures[name].result()
+
+    def _run(self, job, attempt=0) -> dict:
+        safe = job["name"].replace("/", "__")
+        job_path, out_path = self.workdir / f"{safe}.job.json", self.workdir / f"{safe}.out.json"
+        log_path = self.workdir / f"{safe}.log"
+        job_path.write_text(json.dumps(job))
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("VLLM_ATTENTION_BACKEND", "TRITON_INTERPRET")}
+        env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # apply_model() ships a function
+        if job["backend"] == "FLASHCORE":
+            env["VLLM_ATTENTION_BACKEND"] = "FLASHCORE"
+        with open(log_path, "w") as log:
+            try:
+                proc = subprocess.run([sys.executable, str(ENGINE_JOB), str(job_path),
+                                       str(out_path)], env=env, cwd=REPO, stdout=log,
+                                      stderr=subprocess.STDOUT, timeout=JOB_TIMEOUT_S)
+                returncode = proc.returncode
+            except subprocess.TimeoutExpired:
+                returncode = "timeout"
+        log_text = log_path.read_text(errors="replace")
+        result = json.loads(out_path.read_text()) if out_path.exists() else {"ok": False}
+        result.setdefault("error", f"exit {returncode}")
+        result["log"] = log_text
+        result["flashcore_logged"] = "Using the FlashCore (FLASHCORE)" in log_text
+        if (not result["ok"] and attempt == 0 and not job.get("expect_failure")
+                and "address already in use" in log_text.lower()):  # port race between engines
+            return self._run(job, attempt=1)
+        return result
+
+
+def ok(result) -> dict:
+    assert result["ok"], f"{result.get('name')}: {result.get('error')}\n{result['log'][-5000:]}"
+    return result
+
+
+def flashcore_ok(result) -> dict:
+    ok(result)
+    assert result["backend_config"].endswith("CUSTOM"), result["backend_config"]
+    assert result["attention_impls"] == ["FlashCoreImpl"], result["attention_impls"]
+    return result
+
+
+def assert_close(c: Comparison, calibration: Comparison | None):
+    """FLASHCORE vs FLASH_ATTN within the larger of a floor and TRITON_ATTN's distance."""
+    limit = c.limits(calibration)
+    assert c.prompt_max_diff <= limit["prompt_max_diff"], (c, limit)
+    assert c.prompt_top5_overlap >= limit["prompt_top5_overlap"], (c, limit)
+    assert c.sample_max_diff <= limit["sample_max_diff"], (c, limit)
+    assert not c.unexplained_divergences, (
+        f"outputs diverge where FLASH_ATTN had no near-tie (limit {limit['near_tie']:.3f}): "
+        f"{c.unexplained_divergences}")
