@@ -5,12 +5,51 @@ Torch only (no vLLM): a ``BatchSpec`` says how many tokens each request brings t
 random data for it in vLLM's layout: query/key/value are strided views of one fused QKV
 tensor, the KV cache is the packed ``[num_pages, num_kv_heads, page_size, 2 * head_dim]``
 logical tensor with the backend's physical stride order, and block tables point at randomly
-permuted pages.
+permuted pages. A ``Variant`` (fp8 KV cache, sliding window) rides on the ``BatchSpec``.
 """
 
 from dataclasses import dataclass, field
 
 import torch
+
+FP8 = torch.float8_e4m3fn  # what vLLM's "fp8" KV cache holds on CUDA (stored as uint8 bytes)
+# Per-tensor K/V (and query) scale: vLLM's default when a checkpoint has none
+# (set_default_quant_scales); every backend and the reference use it.
+FP8_SCALE = 1.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The layer's options a case runs with: KV cache dtype (vLLM's ``--kv-cache-dtype``) and
+    sliding window (a query sees itself and the ``sliding_window - 1`` tokens before it)."""
+
+    kv_cache_dtype: str = "auto"
+    sliding_window: int | None = None
+
+    def __post_init__(self):
+        # The inputs draw e4m3 values; other cache dtypes would need their own.
+        if self.kv_cache_dtype not in ("auto", "fp8", "fp8_e4m3"):
+            raise ValueError(f"kv_cache_dtype must be auto, fp8 or fp8_e4m3: {self}")
+
+    @property
+    def fp8(self) -> bool:
+        return self.kv_cache_dtype != "auto"
+
+    @property
+    def label(self) -> str:
+        fp8 = " fp8" if self.fp8 else ""
+        return fp8 + (f" window {self.sliding_window}" if self.sliding_window else "")
+
+    def kv_elem_size(self, elem_size: int) -> int:
+        """Bytes per KV cache element, given the model dtype's."""
+        return 1 if self.fp8 else elem_size
+
+    def skipped_tokens(self, query_len: int, seq_len: int) -> int:
+        """Leading tokens no query of the step sees; vLLM frees their whole pages and points
+        the block table at the null page (SlidingWindowManager.remove_skipped_blocks)."""
+        if not self.sliding_window:
+            return 0
+        return max(0, seq_len - query_len - self.sliding_window + 1)
 
 
 @dataclass(frozen=True)
@@ -20,6 +59,7 @@ class BatchSpec:
     seq_lens: tuple[int, ...]
     query_lens: tuple[int, ...]
     label: str = ""
+    variant: Variant = Variant()
 
     def __post_init__(self):
         if len(self.seq_lens) != len(self.query_lens):
@@ -52,8 +92,9 @@ class BatchSpec:
         return len(set(self.seq_lens)) == 1 and len(set(self.query_lens)) == 1
 
 
-def decode_batch(batch: int, context: int) -> BatchSpec:
-    return BatchSpec((context,) * batch, (1,) * batch, f"decode {batch}x{context}")
+def decode_batch(batch: int, context: int, variant: Variant = Variant()) -> BatchSpec:
+    return BatchSpec((context,) * batch, (1,) * batch, f"decode {batch}x{context}{variant.label}",
+                     variant)
 
 
 def prefill_batch(num_seqs: int, seq_len: int) -> BatchSpec:
@@ -71,31 +112,53 @@ def mixed_batch(num_decodes: int, decode_context: int, chunk: int, cached: int,
 
 # Work counts ------------------------------------------------------------------------------
 
-def causal_pairs(query_len: int, seq_len: int) -> int:
+def _triangle(n: int) -> int:
+    """1 + 2 + ... + n (0 for n <= 0)."""
+    return n * (n + 1) // 2 if n > 0 else 0
+
+
+def causal_pairs(query_len: int, seq_len: int, sliding_window: int | None = None) -> int:
     """Unmasked (query, key) pairs with bottom-right alignment: query i sees
-    ``seq_len - query_len + i + 1`` keys."""
-    return query_len * (seq_len - query_len) + query_len * (query_len + 1) // 2
+    ``seq_len - query_len + i + 1`` keys, at most ``sliding_window`` of them."""
+    pairs = query_len * (seq_len - query_len) + _triangle(query_len)
+    if sliding_window:
+        # The query at position p hides the p + 1 - W keys before its window, when positive;
+        # summed over p = seq_len - query_len .. seq_len - 1:
+        w = sliding_window
+        pairs -= _triangle(seq_len - w) - _triangle(seq_len - query_len - w)
+    return pairs
 
 
 def attention_flops(spec: BatchSpec, num_q_heads: int, head_dim: int) -> int:
     """4 * heads * head_dim * sum of unmasked pairs (2 FLOPs per multiply-add, QK^T and PV)."""
-    pairs = sum(causal_pairs(q, s) for q, s in zip(spec.query_lens, spec.seq_lens))
+    window = spec.variant.sliding_window
+    pairs = sum(causal_pairs(q, s, window) for q, s in zip(spec.query_lens, spec.seq_lens))
     return 4 * num_q_heads * head_dim * pairs
 
 
 def attention_bytes(spec: BatchSpec, num_q_heads: int, num_kv_heads: int, head_dim: int,
                     elem_size: int) -> int:
-    """Bytes a perfect kernel moves: K and V of every KV token of every KV head, read once,
-    plus the query read and the output written."""
-    kv = 2 * sum(spec.seq_lens) * num_kv_heads * head_dim * elem_size
+    """Bytes a perfect kernel moves: K and V of every KV token some query sees (all of them
+    without a window), of every KV head, read once, plus the query read and the output written.
+    ``elem_size`` is the model dtype's; an fp8 cache holds one byte per element."""
+    visible = sum(s - spec.variant.skipped_tokens(q, s)
+                  for q, s in zip(spec.query_lens, spec.seq_lens))
+    kv = 2 * visible * num_kv_heads * head_dim * spec.variant.kv_elem_size(elem_size)
     q_and_out = 2 * spec.num_tokens * num_q_heads * head_dim * elem_size
     return kv + q_and_out
 
 
+def page_counts(spec: BatchSpec, page_size: int) -> list[tuple[int, int]]:
+    """Per request: (pages its block table spans, leading pages freed by the window)."""
+    return [(-(-s // page_size), spec.variant.skipped_tokens(q, s) // page_size)
+            for q, s in zip(spec.query_lens, spec.seq_lens)]
+
+
 def kv_cache_bytes(spec: BatchSpec, num_kv_heads: int, head_dim: int, page_size: int,
                    elem_size: int) -> int:
-    pages = sum(-(-s // page_size) for s in spec.seq_lens) + 1
-    return pages * page_size * num_kv_heads * 2 * head_dim * elem_size
+    """Bytes of the pages in use plus the null page; ``elem_size`` as in attention_bytes."""
+    pages = sum(n - skip for n, skip in page_counts(spec, page_size)) + 1
+    return pages * page_size * num_kv_heads * 2 * head_dim * spec.variant.kv_elem_size(elem_size)
 
 
 # Inputs -----------------------------------------------------------------------------------
@@ -135,23 +198,26 @@ def _random_cache(inp: Inputs, order) -> torch.Tensor:
     logical = (inp.num_pages, inp.num_kv_heads, inp.page_size, 2 * inp.head_dim)
     physical = tuple(logical[i] for i in order)
     inverse = tuple(order.index(i) for i in range(4))
-    cache = torch.empty(physical, dtype=inp.dtype, device=inp.qkv.device).permute(*inverse)
-    cache.normal_()
-    return cache
+    cache = torch.randn(physical, dtype=inp.dtype, device=inp.qkv.device)
+    if inp.spec.variant.fp8:
+        # vLLM allocates an "fp8" cache as uint8 (STR_DTYPE_TO_TORCH_DTYPE); backends view it.
+        cache = cache.to(FP8).view(torch.uint8)
+    return cache.permute(*inverse)
 
 
 def make_inputs(spec: BatchSpec, num_q_heads: int, num_kv_heads: int, head_dim: int,
                 page_size: int = 16, dtype=torch.bfloat16, device="cuda", seed: int = 0) -> Inputs:
     gen = torch.Generator(device="cpu").manual_seed(seed)
     device = torch.device(device)
-    pages_per_req = [-(-s // page_size) for s in spec.seq_lens]
-    num_pages = sum(pages_per_req) + 1  # page 0 stays unused, as vLLM reserves a null block
+    counts = page_counts(spec, page_size)
+    # Page 0 is vLLM's null block: never written, and what a window's freed pages point at.
+    num_pages = sum(n - skip for n, skip in counts) + 1
     perm = torch.randperm(num_pages - 1, generator=gen) + 1
-    block_table = torch.zeros(spec.num_reqs, max(pages_per_req), dtype=torch.int32)
+    block_table = torch.zeros(spec.num_reqs, max(n for n, _ in counts), dtype=torch.int32)
     slots, start = [], 0
-    for r, (n, s, q) in enumerate(zip(pages_per_req, spec.seq_lens, spec.query_lens)):
-        block_table[r, :n] = perm[start:start + n]
-        start += n
+    for r, ((n, skip), s, q) in enumerate(zip(counts, spec.seq_lens, spec.query_lens)):
+        block_table[r, skip:n] = perm[start:start + n - skip]
+        start += n - skip
         pos = torch.arange(s - q, s)
         slots.append(block_table[r, pos // page_size].long() * page_size + pos % page_size)
     width = (num_q_heads + 2 * num_kv_heads) * head_dim
@@ -188,6 +254,11 @@ def reference_error(inp: Inputs, cache: torch.Tensor, out: torch.Tensor, max_req
     new K/V were written."""
     from flashcore_kernels import paged_attention_reference
 
+    variant = inp.spec.variant
+    options = dict(sliding_window=variant.sliding_window)
+    if variant.fp8:
+        cache = cache.view(FP8)
+        options.update(k_scale=FP8_SCALE, v_scale=FP8_SCALE)
     n = inp.spec.num_reqs
     picks = sorted({0, n // 2, n - 1})[:max_reqs]
     cu = inp.query_start_loc.tolist()
@@ -199,7 +270,7 @@ def reference_error(inp: Inputs, cache: torch.Tensor, out: torch.Tensor, max_req
         ref = paged_attention_reference(
             inp.query[rows], cache,
             torch.tensor([0, rows.stop - rows.start], dtype=torch.int32, device=cache.device),
-            inp.seq_lens[r:r + 1], inp.block_table[r:r + 1])
+            inp.seq_lens[r:r + 1], inp.block_table[r:r + 1], **options)
         err = (out[rows].double() - ref).abs().max().item()
         worst = max(worst, err if err == err else float("inf"))
     return worst

@@ -5,7 +5,7 @@ measured for the built-in backends plus one case per other geometry, so one H100
 our numbers beside that bar in a few minutes.
 """
 
-from batches import decode_batch, mixed_batch, prefill_batch
+from batches import Variant, decode_batch, mixed_batch, prefill_batch
 
 DECODE_BATCHES = (1, 8, 32, 64, 128, 256)
 DECODE_CONTEXTS = (512, 2048, 8192, 32768)
@@ -49,7 +49,20 @@ def mixed(quick: bool = False):
     return grid
 
 
-SUITES = {"decode": decode, "prefill": prefill, "mixed": mixed}
+FP8 = Variant(kv_cache_dtype="fp8")
+WINDOW = Variant(sliding_window=4096)
+
+
+def variants(quick: bool = False):
+    # Decode with an fp8 (e4m3) KV cache, and with a 4k sliding window over contexts 8x
+    # longer, where skipping the pages outside the window is most of the win.
+    cases = [(8, 8192, FP8), (64, 8192, FP8), (8, 32768, WINDOW)]
+    if not quick:
+        cases.append((64, 32768, WINDOW))
+    return [("llama3-8b", decode_batch(b, c, v)) for b, c, v in cases]
+
+
+SUITES = {"decode": decode, "prefill": prefill, "mixed": mixed, "variants": variants}
 
 # The number each suite is judged by (see README.md): KV bandwidth, FLOP rate, or time.
-HEADLINE = {"decode": "gbps", "prefill": "tflops", "mixed": "ms"}
+HEADLINE = {"decode": "gbps", "prefill": "tflops", "mixed": "ms", "variants": "gbps"}

@@ -12,9 +12,19 @@ Timed is ``impl.forward`` (the attention itself); the cache write is timed apart
 (``update_ms``) and ``build`` is host time (``build_ms``). GPU times are medians from
 ``triton.testing.do_bench`` (CUDA events, L2 flushed between runs) or, with timer="graph",
 ``do_bench_cudagraph`` (CUDA-graph replays, no launch overhead, as vLLM's decode graphs run).
+
+A case's ``Variant`` (``batches.py``) sets the layer's options as a model would: an fp8 KV cache
+is ``CacheConfig(cache_dtype="fp8")`` (the layer then gets ``kv_cache_dtype="fp8"`` and default
+per-tensor scales of 1.0, and the cache is vLLM's uint8 tensor), a sliding window is
+``Attention(per_layer_sliding_window=W)``. Where the layer quantises the query for its backend
+(``layer.query_quant``: FLASH_ATTN, and TRITON_ATTN on CUDA, with an fp8 cache), the runner does
+so once and times ``forward`` on the fp8 query, as vLLM runs it; their ``max_abs_err`` against the
+reference, which takes the bf16 query, includes that rounding. A backend whose class declares
+no support for the variant is skipped with the reason.
 """
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import statistics
@@ -58,9 +68,13 @@ _configs: dict = {}
 
 
 def vllm_config(g: geometry.Geometry, dtype: torch.dtype, page_size: int, max_model_len: int,
-                max_num_seqs: int, max_num_batched_tokens: int, device: torch.device):
-    """A real VllmConfig for a one-layer model of this geometry, from a local config.json."""
-    key = (g, dtype, page_size, max_model_len, max_num_seqs, max_num_batched_tokens, device.type)
+                max_num_seqs: int, max_num_batched_tokens: int, device: torch.device,
+                variant: batches.Variant):
+    """A real VllmConfig for a one-layer model of this geometry, from a local config.json.
+    One per variant, the window included: FLASH_ATTN's builder plans for the sliding windows
+    of every layer registered in its config."""
+    key = (g, dtype, page_size, max_model_len, max_num_seqs, max_num_batched_tokens, device.type,
+           variant)
     if key in _configs:
         return _configs[key]
     from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
@@ -72,7 +86,8 @@ def vllm_config(g: geometry.Geometry, dtype: torch.dtype, page_size: int, max_mo
     scheduler = SchedulerConfig(max_num_seqs=max_num_seqs, max_model_len=max_model_len,
                                 max_num_batched_tokens=max_num_batched_tokens,
                                 is_encoder_decoder=False)
-    config = VllmConfig(model_config=model, cache_config=CacheConfig(block_size=page_size),
+    cache = CacheConfig(block_size=page_size, cache_dtype=variant.kv_cache_dtype)
+    config = VllmConfig(model_config=model, cache_config=cache,
                         scheduler_config=scheduler, device_config=DeviceConfig(device=device.type))
     _configs[key] = config
     return config
@@ -84,7 +99,8 @@ def config_for(inp: batches.Inputs, g: geometry.Geometry):
     max_model_len = max(4096, -(-spec.max_seq_len // page) * page)
     max_num_seqs = max(256, spec.num_reqs)
     tokens = max(8192, spec.num_tokens, max_num_seqs)
-    return vllm_config(g, inp.dtype, page, max_model_len, max_num_seqs, tokens, inp.qkv.device)
+    return vllm_config(g, inp.dtype, page, max_model_len, max_num_seqs, tokens, inp.qkv.device,
+                       spec.variant)
 
 
 def common_metadata(inp: batches.Inputs):
@@ -112,6 +128,18 @@ def default_dtype(dtype):
         torch.set_default_dtype(old)
 
 
+def unsupported(cls, variant: batches.Variant) -> list[str]:
+    """What the backend class declares it cannot run of ``variant``, in the words of vLLM's
+    ``validate_configuration`` (the selector's check, which an explicit backend bypasses)."""
+    reasons = []
+    if not cls.supports_kv_cache_dtype(variant.kv_cache_dtype):
+        reasons.append(f"kv_cache_dtype {variant.kv_cache_dtype!r} not supported "
+                       f"({cls.__name__}.supports_kv_cache_dtype)")
+    if variant.sliding_window and not cls.supports_sliding_window():
+        reasons.append(f"sliding window not supported ({cls.__name__}.supports_sliding_window)")
+    return reasons
+
+
 def _stride_order(cls) -> tuple[int, ...]:
     try:
         return tuple(cls.get_kv_cache_stride_order())
@@ -129,16 +157,25 @@ class VllmRunner:
         from vllm.model_executor.layers.attention import Attention
 
         cls = backend_class(name)
+        reasons = unsupported(cls, inp.spec.variant)
+        if reasons:
+            raise Skip(f"{name}: " + "; ".join(reasons))
         self.config = config_for(inp, g)
         self.inp = inp
         with set_current_vllm_config(self.config), default_dtype(inp.dtype):
             prefix = f"model.layers.{next(_layer_ids)}.self_attn.attn"
             layer = Attention(g.num_q_heads, g.head_dim, 1.0 / math.sqrt(g.head_dim),
                               num_kv_heads=g.num_kv_heads, cache_config=self.config.cache_config,
+                              per_layer_sliding_window=inp.spec.variant.sliding_window,
                               prefix=prefix, attn_backend=cls)
             self.layer = layer.to(inp.qkv.device)
             self.layer.process_weights_after_loading(inp.dtype)
+            self.query = self._layer_query()
             kv_spec = self.layer.get_kv_cache_spec(self.config)
+            if kv_spec.block_size != inp.page_size:
+                # A sliding-window layer asks for the backend's smallest page; vLLM scales it to
+                # the model's page (unify_kv_cache_spec_page_size).
+                kv_spec = dataclasses.replace(kv_spec, block_size=inp.page_size)
             self.builder = cls.get_builder_cls()(kv_spec, [prefix], self.config, inp.qkv.device)
             self.cache = inp.kv_cache(_stride_order(cls))
             self.common = common_metadata(inp)
@@ -146,6 +183,16 @@ class VllmRunner:
         self.impl = self.layer.impl
         self.writes_in_forward = cls.forward_includes_kv_cache_update
         self.output = torch.empty_like(inp.query)
+
+    def _layer_query(self) -> torch.Tensor:
+        """The query ``impl.forward`` gets: quantised to fp8 first where ``Attention.forward``
+        does it (its ``query_quant``, built for backends that take an fp8 query with an fp8
+        cache). Done once: in vLLM torch.compile fuses it into the op before attention."""
+        query = self.inp.query
+        if self.layer.query_quant is None:
+            return query
+        fp8, _ = self.layer.query_quant(query.flatten(1), self.layer._q_scale)
+        return fp8.view(query.shape)
 
     def build(self):
         return self.builder.build(common_prefix_len=0, common_attn_metadata=self.common)
@@ -156,7 +203,7 @@ class VllmRunner:
                                          self.inp.slot_mapping)
 
     def forward(self):
-        self.impl.forward(self.layer, self.inp.query, self.inp.key, self.inp.value, self.cache,
+        self.impl.forward(self.layer, self.query, self.inp.key, self.inp.value, self.cache,
                           self.metadata, self.output)
 
 
@@ -168,19 +215,26 @@ class KernelRunner:
 
         self.fk, self.inp = fk, inp
         self.cache = inp.kv_cache()
+        self.scales = {}
+        if inp.spec.variant.fp8:
+            self.cache = self.cache.view(batches.FP8)
+            scale = torch.full((1,), batches.FP8_SCALE, dtype=torch.float32, device=inp.qkv.device)
+            self.scales = dict(k_scale=scale, v_scale=scale)
         self.workspace = fk.SplitKVWorkspace.allocate(inp.spec.num_reqs, inp.num_q_heads,
                                                       inp.num_kv_heads, inp.head_dim,
                                                       inp.qkv.device)
         self.output = torch.empty_like(inp.query)
 
     def update(self):
-        self.fk.write_kv_cache(self.inp.key, self.inp.value, self.cache, self.inp.slot_mapping)
+        self.fk.write_kv_cache(self.inp.key, self.inp.value, self.cache, self.inp.slot_mapping,
+                               **self.scales)
 
     def forward(self):
         inp = self.inp
         self.fk.paged_attention(inp.query, self.cache, inp.query_start_loc, inp.seq_lens,
                                 inp.block_table, max_query_len=inp.spec.max_query_len,
-                                out=self.output, workspace=self.workspace, check_lengths=False)
+                                sliding_window=inp.spec.variant.sliding_window, out=self.output,
+                                workspace=self.workspace, check_lengths=False, **self.scales)
 
 
 class SdpaRunner:
@@ -190,6 +244,9 @@ class SdpaRunner:
 
     def __init__(self, inp: batches.Inputs, free_bytes: int):
         spec = inp.spec
+        if spec.variant != batches.Variant():
+            raise Skip(f"{spec.variant.label.strip()}: the floor is dense K/V in the model dtype, "
+                       "no window")
         if not spec.is_uniform:
             raise Skip("ragged batch: SDPA needs equal lengths")
         q_len, s = spec.query_lens[0], spec.seq_lens[0]
@@ -362,7 +419,9 @@ def case_record(spec: batches.BatchSpec, g: geometry.Geometry, page_size: int, d
     elem = torch.empty((), dtype=dtype).element_size()
     return {"label": spec.label, "geometry": g.name, "num_q_heads": g.num_q_heads,
             "num_kv_heads": g.num_kv_heads, "head_dim": g.head_dim, "page_size": page_size,
-            "dtype": str(dtype).removeprefix("torch."), "num_reqs": spec.num_reqs,
+            "dtype": str(dtype).removeprefix("torch."),
+            "kv_cache_dtype": spec.variant.kv_cache_dtype,
+            "sliding_window": spec.variant.sliding_window, "num_reqs": spec.num_reqs,
             "num_tokens": spec.num_tokens, "seq_lens": _summary(spec.seq_lens),
             "query_lens": _summary(spec.query_lens),
             "kv_cache_gib": batches.kv_cache_bytes(spec, g.num_kv_heads, g.head_dim, page_size,

@@ -27,7 +27,8 @@ import report  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suites", default="decode,prefill", help="comma list of: decode, prefill, mixed")
+    p.add_argument("--suites", default="decode,prefill",
+                   help=f"comma list of: {', '.join(grids.SUITES)}")
     p.add_argument("--quick", action="store_true", help="the small grids (DESIGN.md section 6 cases)")
     p.add_argument("--backends", default=",".join(harness.ALL_BACKENDS),
                    help=f"comma list from {', '.join(harness.ALL_BACKENDS)}")

@@ -61,6 +61,7 @@ def prefill_kernel(
     SLIDING_WINDOW: tl.constexpr,
     SOFT_CAP: tl.constexpr,
     FP32_DOT: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
 ):
     # Causal blocks late in a sequence do the most work: launch them first, so the short ones
     # fill the tail of the grid instead of the long ones.
@@ -127,7 +128,7 @@ def prefill_kernel(
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_lo, full_hi, qk_scale,
         stride_page, stride_slot, slope, k_scale, v_scale, False, CAUSAL, SLIDING_WINDOW,
-        SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+        SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT, WARP_SPECIALIZE)
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_hi, kv_end, qk_scale,
         stride_page, stride_slot, slope, k_scale, v_scale, True, CAUSAL, SLIDING_WINDOW,

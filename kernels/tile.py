@@ -72,6 +72,8 @@ def attend_kv_range(
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_P: tl.constexpr,  # HEAD_DIM rounded up to a power of two
     FP32_DOT: tl.constexpr,  # dot in IEEE float32 (fp32 inputs; bf16 under the interpreter)
+    WARP_SPECIALIZE: tl.constexpr = False,  # let the compiler split loads, MMA and softmax
+    # into separate warp groups (config.TileConfig.warp_specialize says where it pays)
 ):
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_P)
@@ -79,7 +81,7 @@ def attend_kv_range(
         loop_start = kv_start // BLOCK_N * BLOCK_N
     else:
         loop_start = kv_start
-    for start_n in range(loop_start, kv_end, BLOCK_N):
+    for start_n in tl.range(loop_start, kv_end, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         kv_pos = start_n + offs_n
         # Masks only where needed: an unmasked load of whole 16-byte vectors is what lets the
         # compiler issue wide asynchronous copies and pipeline them.
