@@ -236,12 +236,28 @@ def no_gpu(args) -> int:
     return subprocess.run([sys.executable, "-m", "flashcore_kernels.selfcheck"]).returncode
 
 
+def has_cuda_gpu() -> bool:
+    """Whether a CUDA GPU is visible, asked of NVML (vLLM's own way) rather than torch: asking
+    torch initialises CUDA in this process, after which the engine process that vLLM forks
+    fails with "Cannot re-initialize CUDA in forked subprocess"."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    try:
+        import pynvml  # nvidia-ml-py, a vLLM dependency
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount() > 0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no package, no driver, no device
+        return False
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    import torch
-
-    if args.cpu_check or not torch.cuda.is_available():
+    if args.cpu_check or not has_cuda_gpu():
         return no_gpu(args)
     if args.compare:
         return run_compare(args, argv)

@@ -36,12 +36,18 @@ def padded_head_dim(head_dim: int) -> int:
     return triton.next_power_of_2(head_dim)
 
 
-def prefill_tiles(head_dim: int, queries_per_kv: int) -> TileConfig:
+def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch.bfloat16) -> TileConfig:
     """Tiles of the kernel that serves queries longer than one token."""
     min_rows = max(16, triton.next_power_of_2(queries_per_kv))
     if interpreting():
         # Small tiles so CPU tests cross several KV tiles and query blocks.
         return TileConfig(block_m=max(32, min_rows), block_n=16, num_warps=4, num_stages=1)
+    if dtype == torch.float32:
+        # Four-byte tiles: the 16-bit choice below would ask for 257 KB of shared memory at
+        # head 128 (Hopper has 227 KB). These take at most 140 KB (python -m
+        # flashcore_kernels.resources), which also fits an A100's 163 KB.
+        block_n = 64 if padded_head_dim(head_dim) <= 128 else 32
+        return TileConfig(block_m=max(64, min_rows), block_n=block_n, num_warps=4, num_stages=2)
     if padded_head_dim(head_dim) > 128:
         return TileConfig(block_m=max(64, min_rows), block_n=32, num_warps=8, num_stages=2)
     # H200, bf16, 32/8 heads, head 128, page 16, one causal sequence of 4k / 16k tokens, sweep of
@@ -50,7 +56,8 @@ def prefill_tiles(head_dim: int, queries_per_kv: int) -> TileConfig:
     return TileConfig(block_m=max(128, min_rows), block_n=128, num_warps=8, num_stages=3)
 
 
-def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int) -> TileConfig:
+def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
+                 dtype: torch.dtype = torch.bfloat16) -> TileConfig:
     """Tiles of the kernel that serves single-token queries: one program per KV head holds
     all of that head's query heads (tl.dot needs at least 16 rows)."""
     rows = max(16, triton.next_power_of_2(queries_per_kv))

@@ -136,7 +136,7 @@ def _needs_fp32_dot(dtype: torch.dtype) -> bool:
 def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
                    queries_per_kv, fp32_dot, variant, num_seqs, num_splits, workspace):
     num_q_heads, head_dim = query.shape[1], query.shape[2]
-    tiles = config.decode_tiles(head_dim, queries_per_kv, num_splits)
+    tiles = config.decode_tiles(head_dim, queries_per_kv, num_splits, query.dtype)
     if num_splits > 1:
         rows = num_seqs * num_splits
         if workspace is None:
@@ -167,7 +167,7 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
 def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
                     queries_per_kv, fp32_dot, variant, num_seqs, causal):
     num_tokens, head_dim = query.shape[0], query.shape[2]
-    tiles = config.prefill_tiles(head_dim, queries_per_kv)
+    tiles = config.prefill_tiles(head_dim, queries_per_kv, query.dtype)
     block_q = tiles.block_m // queries_per_kv
     grid = (num_tokens // block_q + num_seqs, k_cache.shape[1])
     prefill_kernel[grid](

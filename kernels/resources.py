@@ -1,0 +1,106 @@
+"""Compile the attention kernels for a GPU architecture, no GPU needed, and report the shared
+memory each launch configuration of ``config.py`` asks for: a tile choice that does not fit is
+found here, on any machine, instead of as an OutOfResources error on a user's GPU.
+
+    python -m flashcore_kernels.resources [--arch 90]
+
+Prints one JSON object per (kernel, dtype, head_dim) with ``shared`` bytes and the limit.
+Compilation needs the real Triton compiler, so this runs with TRITON_INTERPRET unset (it
+re-executes itself without it when the variable is set).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+# Largest dynamic shared memory per block (bytes), by compute capability.
+SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
+DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+# The largest head of each tile rule in config.py (rules change above 128; within one rule,
+# shared memory grows with the padded head size).
+HEAD_DIMS = (128, 256)
+# The largest group: decode tiles grow with it (prefill tiles do not).
+QUERIES_PER_KV = 32
+OPTIONAL = ("alibi_slopes", "sinks", "k_scale", "v_scale")  # None: the plain variant
+
+
+def _signature(kernel, pointers: dict, constants: dict):
+    sig, constexprs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in pointers:
+            sig[name] = pointers[name]
+        elif name in OPTIONAL or name in constants:
+            sig[name] = "constexpr"
+            constexprs[(i,)] = constants.get(name)
+        elif name == "qk_scale":
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig, constexprs
+
+
+def shared_bytes(kind: str, dtype: torch.dtype, head_dim: int, queries_per_kv: int,
+                 arch: int) -> int:
+    """Shared memory of the ``kind`` kernel ("prefill", "decode", "decode-split") compiled for
+    ``arch`` with the tiles config.py picks for this shape."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from . import config
+    from .decode import decode_kernel
+    from .prefill import prefill_kernel
+
+    ty = "*" + DTYPES[str(dtype).removeprefix("torch.")]
+    pointers = dict(out=ty, query=ty, k_cache=ty, v_cache=ty, block_table="*i32",
+                    cu_seqlens_q="*i32", seq_lens="*i32", partial_out="*fp32",
+                    partial_lse="*fp32")
+    constants = dict(QUERIES_PER_KV=queries_per_kv, PAGE_SIZE=16, HEAD_DIM=head_dim,
+                     HEAD_DIM_P=config.padded_head_dim(head_dim), SLIDING_WINDOW=0,
+                     SOFT_CAP=0.0, FP32_DOT=dtype == torch.float32)
+    if kind == "prefill":
+        kernel = prefill_kernel
+        tiles = config.prefill_tiles(head_dim, queries_per_kv, dtype)
+        constants.update(BLOCK_Q=tiles.block_m // queries_per_kv, CAUSAL=True,
+                         WARP_SPECIALIZE=tiles.warp_specialize)
+    else:  # "decode" (whole sequences) or "decode-split" (split-KV, other pipeline depth)
+        kernel = decode_kernel
+        splits = 8 if kind == "decode-split" else 1
+        tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype)
+        constants.update(NUM_SPLITS=splits)
+    constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
+    sig, constexprs = _signature(kernel, pointers, constants)
+    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
+                              target=GPUTarget("cuda", arch, 32),
+                              options=dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages))
+    return compiled.metadata.shared
+
+
+def report(arch: int):
+    for kind in ("prefill", "decode", "decode-split"):
+        for dtype in (torch.bfloat16, torch.float32):
+            for head_dim in HEAD_DIMS:
+                shared = shared_bytes(kind, dtype, head_dim, QUERIES_PER_KV, arch)
+                yield {"kernel": kind, "dtype": str(dtype).removeprefix("torch."),
+                       "head_dim": head_dim, "arch": arch, "shared": shared,
+                       "limit": SHARED_LIMIT[arch]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", type=int, default=90, choices=sorted(SHARED_LIMIT))
+    args = p.parse_args()
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        return subprocess.run([sys.executable, "-m", __spec__.name, *sys.argv[1:]], env=env).returncode
+    for row in report(args.arch):
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
