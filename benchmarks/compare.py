@@ -32,3 +32,23 @@ def table(rows: dict, order: list[str]) -> str:
     title = (f"{first.get('num_requests', '?')} requests, {first.get('input_tokens', '?')} tokens in, "
              f"{first.get('output_tokens', '?')} out; model {first.get('model', '?')}")
     return "\n".join([title, fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/compare.py A.json B.json ...``: one table from generate.py --json files
+    written by separate runs (e.g. one backend per GPU at the same time); the first is the base."""
+    import json
+    import sys
+
+    paths = (sys.argv[1:] if argv is None else argv)
+    rows = {}
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        rows[r["backend"]] = r
+    print(table(rows, list(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -40,19 +40,18 @@ def sweep(suite, g, cases, grid):
     print(f"{suite}, {g}: " + " / ".join(c.label for c in cases)
           + (" (TFLOP/s)" if suite == "prefill" else " (TB/s)"))
     blocks_m = grid["block_m"] if suite == "prefill" else (None,)
-    specialize = grid["warp_specialize"] if suite == "prefill" else (0,)
-    for block_m, block_n, warps, stages, ws in itertools.product(
-            blocks_m, grid["block_n"], grid["warps"], grid["stages"], specialize):
-        def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages, ws=bool(ws)):
-            return config.TileConfig(bm or max(16, 1 << (qpk - 1).bit_length()), bn, w, s, ws)
+    for block_m, block_n, warps, stages in itertools.product(
+            blocks_m, grid["block_n"], grid["warps"], grid["stages"]):
+        def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages):
+            return config.TileConfig(bm or max(16, 1 << (qpk - 1).bit_length()), bn, w, s)
 
         setattr(config, f"{suite}_tiles", tiles)
         try:
             values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)
         except Exception as e:  # a tile that does not fit shared memory, for example
             values = f"failed: {type(e).__name__}"
-        print(f"  block_m={block_m} block_n={block_n} warps={warps} stages={stages} "
-              f"warp_specialize={ws}: {values}", flush=True)
+        print(f"  block_m={block_m} block_n={block_n} warps={warps} stages={stages}: {values}",
+              flush=True)
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -68,13 +67,12 @@ def main():
     p.add_argument("--block-n", type=ints, default=(32, 64, 128))
     p.add_argument("--warps", type=ints, default=(2, 4, 8))
     p.add_argument("--stages", type=ints, default=(2, 3, 4))
-    p.add_argument("--warp-specialize", type=ints, default=(0,), help="0, 1 or 0,1 (prefill)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
     g = geometry.get(args.geometry)
     grid = {"block_m": args.block_m, "block_n": args.block_n, "warps": args.warps,
-            "stages": args.stages, "warp_specialize": args.warp_specialize}
+            "stages": args.stages}
     for suite in args.suite or ["prefill", "decode"]:
         cases = ([batches.prefill_batch(1, n) for n in args.lengths] if suite == "prefill"
                  else DECODE_CASES)

@@ -22,9 +22,6 @@ class TileConfig:
     block_n: int  # KV tokens per inner-loop step
     num_warps: int
     num_stages: int
-    # Automatic warp specialisation of the prefill kernel's unmasked KV loop (Triton's
-    # tl.range(warp_specialize=True)); off unless a measurement below says it pays.
-    warp_specialize: bool = False
 
 
 def interpreting() -> bool:

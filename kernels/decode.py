@@ -87,8 +87,8 @@ def decode_kernel(
         slope = alibi_slopes_log2(alibi_slopes, q_head, row_valid)
     else:
         slope = None  # (a jit function cannot return None: decided here, at compile time)
-    if k_scale is not None:
-        k_scale = tl.load(k_scale)
+    if k_scale is not None:  # fp8 cache: q.(s_k k) = s_k (q.k), and sum p (s_v v) = s_v sum p v
+        qk_scale = qk_scale * tl.load(k_scale)
         v_scale = tl.load(v_scale)
     acc, m_i, l_i = initial_softmax_state(sinks, q_head, row_valid, BLOCK_M, HEAD_DIM_P)
     if sinks is not None:  # the sink joins the softmax once, in split 0
@@ -98,17 +98,19 @@ def decode_kernel(
     # costs little in a memory-bound loop.
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, kv_start, full_end, qk_scale,
-        stride_page, stride_slot, slope, k_scale, v_scale, SLIDING_WINDOW > 0, False,
+        stride_page, stride_slot, slope, SLIDING_WINDOW > 0, False,
         SLIDING_WINDOW, SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_end, kv_end, qk_scale,
-        stride_page, stride_slot, slope, k_scale, v_scale, True, False,
+        stride_page, stride_slot, slope, True, False,
         SLIDING_WINDOW, SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
 
     # A split past the end of a short sequence saw nothing: l = 0, weight 0 in the merge.
     empty = l_i == 0.0
     l_i = tl.where(empty, 1.0, l_i)
     acc = acc / l_i[:, None]
+    if v_scale is not None:
+        acc = acc * v_scale
     if NUM_SPLITS == 1:
         tl.store(out + token.to(tl.int64) * stride_ot + q_head[:, None] * stride_oh + offs_d[None, :],
                  acc.to(out.dtype.element_ty), mask=io_mask)

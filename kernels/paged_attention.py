@@ -179,5 +179,4 @@ def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, 
         BLOCK_N=tiles.block_n, PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim,
         HEAD_DIM_P=config.padded_head_dim(head_dim), CAUSAL=causal,
         SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap, FP32_DOT=fp32_dot,
-        WARP_SPECIALIZE=tiles.warp_specialize, num_warps=tiles.num_warps,
-        num_stages=tiles.num_stages)
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages)

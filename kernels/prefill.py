@@ -61,7 +61,6 @@ def prefill_kernel(
     SLIDING_WINDOW: tl.constexpr,
     SOFT_CAP: tl.constexpr,
     FP32_DOT: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr,
 ):
     # Causal blocks late in a sequence do the most work: launch them first, so the short ones
     # fill the tail of the grid instead of the long ones.
@@ -116,25 +115,27 @@ def prefill_kernel(
         slope = alibi_slopes_log2(alibi_slopes, q_head, row_valid)
     else:
         slope = None  # (a jit function cannot return None: decided here, at compile time)
-    if k_scale is not None:
-        k_scale = tl.load(k_scale)
+    if k_scale is not None:  # fp8 cache: q.(s_k k) = s_k (q.k), and sum p (s_v v) = s_v sum p v
+        qk_scale = qk_scale * tl.load(k_scale)
         v_scale = tl.load(v_scale)
     acc, m_i, l_i = initial_softmax_state(sinks, q_head, row_valid, BLOCK_M, HEAD_DIM_P)
     if SLIDING_WINDOW > 0:
         acc, m_i, l_i = attend_kv_range(
             acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, kv_lo, full_lo, qk_scale,
-            stride_page, stride_slot, slope, k_scale, v_scale, True, CAUSAL, SLIDING_WINDOW,
+            stride_page, stride_slot, slope, True, CAUSAL, SLIDING_WINDOW,
             SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_lo, full_hi, qk_scale,
-        stride_page, stride_slot, slope, k_scale, v_scale, False, CAUSAL, SLIDING_WINDOW,
-        SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT, WARP_SPECIALIZE)
+        stride_page, stride_slot, slope, False, CAUSAL, SLIDING_WINDOW,
+        SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_hi, kv_end, qk_scale,
-        stride_page, stride_slot, slope, k_scale, v_scale, True, CAUSAL, SLIDING_WINDOW,
+        stride_page, stride_slot, slope, True, CAUSAL, SLIDING_WINDOW,
         SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
 
     # With a sink, l_i >= 1; without one every row has at least one visible token.
     acc = acc / l_i[:, None]
+    if v_scale is not None:
+        acc = acc * v_scale
     tl.store(out + token[:, None] * stride_ot + q_head[:, None] * stride_oh + offs_d[None, :],
              acc.to(out.dtype.element_ty), mask=io_mask)

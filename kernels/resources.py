@@ -65,8 +65,7 @@ def shared_bytes(kind: str, dtype: torch.dtype, head_dim: int, queries_per_kv: i
     if kind == "prefill":
         kernel = prefill_kernel
         tiles = config.prefill_tiles(head_dim, queries_per_kv, dtype)
-        constants.update(BLOCK_Q=tiles.block_m // queries_per_kv, CAUSAL=True,
-                         WARP_SPECIALIZE=tiles.warp_specialize)
+        constants.update(BLOCK_Q=tiles.block_m // queries_per_kv, CAUSAL=True)
     else:  # "decode" (whole sequences) or "decode-split" (split-KV, other pipeline depth)
         kernel = decode_kernel
         splits = 8 if kind == "decode-split" else 1

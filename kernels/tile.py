@@ -41,12 +41,11 @@ def load_or_zero(ptrs, mask):
 
 
 @triton.jit
-def load_kv(ptrs, mask, scale, dtype):
-    """A K or V tile in ``dtype``; an fp8 cache is dequantised with its per-tensor ``scale``."""
-    x = load_or_zero(ptrs, mask)
-    if scale is not None:
-        x = (x.to(tl.float32) * scale).to(dtype)
-    return x
+def load_kv(ptrs, mask, dtype):
+    """A K or V tile in ``dtype``. An fp8 (e4m3) cache converts exactly to fp16/bf16/fp32; its
+    per-tensor scales are applied outside the loop (``qk_scale`` and the output), never per
+    element."""
+    return load_or_zero(ptrs, mask).to(dtype)
 
 
 @triton.jit
@@ -59,10 +58,9 @@ def attend_kv_range(
     block_table_row,  # [max_pages_per_seq] int32
     kv_start, kv_end,  # token range [kv_start, kv_end); kv_start need not be tile-aligned
     # when MASKED (the start of a sliding window): tokens before it are never loaded
-    qk_scale,  # softmax_scale * log2(e)
+    qk_scale,  # softmax_scale * log2(e), times the K scale of an fp8 cache
     stride_page, stride_slot,
     alibi_slope,  # [BLOCK_M] ALiBi slope of each row's head times log2(e), or None
-    k_scale, v_scale,  # fp8 cache dequantisation scales (scalars), or None
     MASKED: tl.constexpr,  # False only when every token in range is visible to every row
     CAUSAL: tl.constexpr,
     SLIDING_WINDOW: tl.constexpr,  # a query sees its last SLIDING_WINDOW positions; 0 = all
@@ -72,8 +70,6 @@ def attend_kv_range(
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_P: tl.constexpr,  # HEAD_DIM rounded up to a power of two
     FP32_DOT: tl.constexpr,  # dot in IEEE float32 (fp32 inputs; bf16 under the interpreter)
-    WARP_SPECIALIZE: tl.constexpr = False,  # let the compiler split loads, MMA and softmax
-    # into separate warp groups (config.TileConfig.warp_specialize says where it pays)
 ):
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_P)
@@ -81,7 +77,7 @@ def attend_kv_range(
         loop_start = kv_start // BLOCK_N * BLOCK_N
     else:
         loop_start = kv_start
-    for start_n in tl.range(loop_start, kv_end, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+    for start_n in range(loop_start, kv_end, BLOCK_N):
         kv_pos = start_n + offs_n
         # Masks only where needed: an unmasked load of whole 16-byte vectors is what lets the
         # compiler issue wide asynchronous copies and pipeline them.
@@ -101,7 +97,7 @@ def attend_kv_range(
             else:
                 kv_mask = None
         kv_offsets = rows[:, None] + offs_d[None, :]  # [BLOCK_N, HEAD_DIM_P]
-        k = load_kv(k_cache + kv_offsets, kv_mask, k_scale, q.dtype)
+        k = load_kv(k_cache + kv_offsets, kv_mask, q.dtype)
         if FP32_DOT:
             s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee")
         else:
@@ -137,7 +133,7 @@ def attend_kv_range(
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
 
-        v = load_kv(v_cache + kv_offsets, kv_mask, v_scale, q.dtype)
+        v = load_kv(v_cache + kv_offsets, kv_mask, q.dtype)
         if FP32_DOT:
             acc = tl.dot(p, v.to(tl.float32), acc, input_precision="ieee")
         else:

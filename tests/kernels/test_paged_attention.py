@@ -6,7 +6,6 @@ import torch
 import flashcore_kernels as fk
 
 from ..accuracy import assert_matches_reference
-from ..conftest import HAS_CUDA
 from ..paged_batch import make_batch
 
 
