@@ -29,10 +29,14 @@ OPTIONAL = ("alibi_slopes", "sinks", "k_scale", "v_scale")  # None: the plain va
 
 
 def _signature(kernel, pointers: dict, constants: dict):
-    sig, constexprs = {}, {}
+    """Argument types, constants, and the specialisation a real launch gets: pointers and
+    strides divisible by 16 (as every supported head size makes them), which is what lets the
+    compiler pipeline K/V loads through shared memory, so the most shared memory it can ask."""
+    sig, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in pointers:
             sig[name] = pointers[name]
+            attrs[(i,)] = [["tt.divisibility", 16]]
         elif name in OPTIONAL or name in constants:
             sig[name] = "constexpr"
             constexprs[(i,)] = constants.get(name)
@@ -40,7 +44,9 @@ def _signature(kernel, pointers: dict, constants: dict):
             sig[name] = "fp32"
         else:
             sig[name] = "i32"
-    return sig, constexprs
+            if name.startswith("stride_"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return sig, constexprs, attrs
 
 
 def shared_bytes(kind: str, dtype: torch.dtype, head_dim: int, queries_per_kv: int,
@@ -72,8 +78,8 @@ def shared_bytes(kind: str, dtype: torch.dtype, head_dim: int, queries_per_kv: i
         tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype)
         constants.update(NUM_SPLITS=splits)
     constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
-    sig, constexprs = _signature(kernel, pointers, constants)
-    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
+    sig, constexprs, attrs = _signature(kernel, pointers, constants)
+    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", arch, 32),
                               options=dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages))
     return compiled.metadata.shared
