@@ -19,13 +19,16 @@ import torch
 
 # Largest dynamic shared memory per block (bytes), by compute capability.
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
-DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8_e4m3fn": "fp8e4nv"}
+# (model dtype, KV-cache dtype): 16-bit, float32 (four-byte tiles), bf16 over an fp8 cache.
+DTYPE_PAIRS = ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
+               (torch.bfloat16, torch.float8_e4m3fn))
 # The largest head of each tile rule in config.py (rules change above 128; within one rule,
 # shared memory grows with the padded head size).
 HEAD_DIMS = (128, 256)
 # The largest group: decode tiles grow with it (prefill tiles do not).
 QUERIES_PER_KV = 32
-OPTIONAL = ("alibi_slopes", "sinks", "k_scale", "v_scale")  # None: the plain variant
+OPTIONAL = ("alibi_slopes", "sinks", "k_scale", "v_scale")  # None unless passed as pointers
 
 
 def _signature(kernel, pointers: dict, constants: dict):
@@ -49,8 +52,8 @@ def _signature(kernel, pointers: dict, constants: dict):
     return sig, constexprs, attrs
 
 
-def shared_bytes(kind: str, dtype: torch.dtype, head_dim: int, queries_per_kv: int,
-                 arch: int) -> int:
+def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int,
+                 queries_per_kv: int, arch: int) -> int:
     """Shared memory of the ``kind`` kernel ("prefill", "decode", "decode-split") compiled for
     ``arch`` with the tiles config.py picks for this shape."""
     import triton
@@ -62,9 +65,12 @@ def shared_bytes(kind: str, dtype: torch.dtype, head_dim: int, queries_per_kv: i
     from .prefill import prefill_kernel
 
     ty = "*" + DTYPES[str(dtype).removeprefix("torch.")]
-    pointers = dict(out=ty, query=ty, k_cache=ty, v_cache=ty, block_table="*i32",
+    kv_ty = "*" + DTYPES[str(kv_dtype).removeprefix("torch.")]
+    pointers = dict(out=ty, query=ty, k_cache=kv_ty, v_cache=kv_ty, block_table="*i32",
                     cu_seqlens_q="*i32", seq_lens="*i32", partial_out="*fp32",
                     partial_lse="*fp32")
+    if kv_dtype != dtype:  # an fp8 cache comes with its per-tensor scales
+        pointers.update(k_scale="*fp32", v_scale="*fp32")
     constants = dict(QUERIES_PER_KV=queries_per_kv, PAGE_SIZE=16, HEAD_DIM=head_dim,
                      HEAD_DIM_P=config.padded_head_dim(head_dim), SLIDING_WINDOW=0,
                      SOFT_CAP=0.0, FP32_DOT=dtype == torch.float32)
@@ -86,11 +92,12 @@ def shared_bytes(kind: str, dtype: torch.dtype, head_dim: int, queries_per_kv: i
 
 
 def report(arch: int):
+    name = lambda t: str(t).removeprefix("torch.")
     for kind in ("prefill", "decode", "decode-split"):
-        for dtype in (torch.bfloat16, torch.float32):
+        for dtype, kv_dtype in DTYPE_PAIRS:
             for head_dim in HEAD_DIMS:
-                shared = shared_bytes(kind, dtype, head_dim, QUERIES_PER_KV, arch)
-                yield {"kernel": kind, "dtype": str(dtype).removeprefix("torch."),
+                shared = shared_bytes(kind, dtype, kv_dtype, head_dim, QUERIES_PER_KV, arch)
+                yield {"kernel": kind, "dtype": name(dtype), "kv_cache": name(kv_dtype),
                        "head_dim": head_dim, "arch": arch, "shared": shared,
                        "limit": SHARED_LIMIT[arch]}
 

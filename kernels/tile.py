@@ -42,10 +42,13 @@ def load_or_zero(ptrs, mask):
 
 @triton.jit
 def load_kv(ptrs, mask, dtype):
-    """A K or V tile in ``dtype``. An fp8 (e4m3) cache converts exactly to fp16/bf16/fp32; its
-    per-tensor scales are applied outside the loop (``qk_scale`` and the output), never per
-    element."""
-    return load_or_zero(ptrs, mask).to(dtype)
+    """A K or V tile in ``dtype``. An fp8 (e4m3) cache converts exactly (through float32, the
+    conversion every GPU generation has); its per-tensor scales are applied outside the loop
+    (``qk_scale`` and the output), never per element."""
+    x = load_or_zero(ptrs, mask)
+    if x.dtype.is_fp8():
+        x = x.to(tl.float32)
+    return x.to(dtype)
 
 
 @triton.jit
