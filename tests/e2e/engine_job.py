@@ -9,7 +9,6 @@ from the caller's environment, the others ``attention_backend=...`` in ``llm_kwa
 """
 
 import json
-import random
 import sys
 import time
 
@@ -112,27 +111,6 @@ def prompts_for(job, llm):
     return [TokensPrompt(prompt_token_ids=list(i)) for i in ids]
 
 
-def throughput(llm, num_prompts: int, input_len: int, output_len: int, seed: int = 0) -> dict:
-    """Offline throughput on random token prompts, all submitted at once, after the logprob
-    prompts (so the engine is warm)."""
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
-
-    rng = random.Random(seed)
-    vocab = llm.llm_engine.model_config.get_vocab_size()
-    prompts = [TokensPrompt(prompt_token_ids=[rng.randrange(10, vocab - 10) for _ in range(input_len)])
-               for _ in range(num_prompts)]
-    params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True,
-                            detokenize=False)
-    start = time.perf_counter()
-    outputs = llm.generate(prompts, params, use_tqdm=False)
-    seconds = time.perf_counter() - start
-    out_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    return {"num_prompts": num_prompts, "input_len": input_len, "output_len": output_len,
-            "seconds": round(seconds, 2), "output_tok_per_s": round(out_tokens / seconds, 1),
-            "total_tok_per_s": round((out_tokens + num_prompts * input_len) / seconds, 1)}
-
-
 def metrics(llm) -> dict:
     wanted = ("vllm:num_preemptions", "vllm:prefix_cache_hits", "vllm:prefix_cache_queries")
     try:
@@ -175,8 +153,6 @@ def run(job: dict) -> dict:
         for i, out in zip(wave, llm.generate([prompts[i] for i in wave], params, use_tqdm=False)):
             outputs[i] = out
     result["gen_s"] = round(time.perf_counter() - start, 1)
-    if job.get("throughput"):
-        result["throughput"] = throughput(llm, **job["throughput"])
     result["metrics"] = metrics(llm)
     result["requests"] = [{
         "prompt_ids": list(out.prompt_token_ids),
