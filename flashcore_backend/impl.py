@@ -6,12 +6,12 @@ unchanged inside a captured CUDA graph.
 """
 
 import torch
-from flashcore_kernels import paged_attention, write_kv_cache
+from flashcore_kernels import paged_attention, warm_up, write_kv_cache
 
 from . import support
+from .vllm_api import AttentionImpl, AttentionType, get_current_vllm_config_or_none, init_logger
 
 FP8_DTYPE = torch.float8_e4m3fn  # what vLLM's "fp8" / "fp8_e4m3" KV cache holds on CUDA
-from .vllm_api import AttentionImpl, AttentionType, init_logger
 
 logger = init_logger("vllm.flashcore_backend")
 
@@ -53,7 +53,19 @@ class FlashCoreImpl(AttentionImpl):
         # A layer sharing another layer's KV cache gets no do_kv_cache_update call from vLLM
         # and reads the shared (aliased) cache tensor in forward: nothing to do here.
         self.kv_sharing_target_layer_name = kv_sharing_target_layer_name
+        self._warm_up_layout = self._cache_layout()
         logger.info_once("Using the FlashCore (FLASHCORE) Triton attention backend.")
+
+    @staticmethod
+    def _cache_layout() -> tuple[int, tuple[int, ...]] | None:
+        """(page size, physical stride order) of the KV cache vLLM will allocate, read from the
+        config being built (the impl is made inside the model's construction); None outside."""
+        config = get_current_vllm_config_or_none()
+        if config is None or not config.cache_config.block_size:
+            return None
+        from .backend import FlashCoreBackend  # (the backend module imports this one)
+
+        return config.cache_config.block_size, FlashCoreBackend.get_kv_cache_stride_order()
 
     def do_kv_cache_update(self, layer, key: torch.Tensor, value: torch.Tensor,
                            kv_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
@@ -79,22 +91,45 @@ class FlashCoreImpl(AttentionImpl):
         if output_scale is not None or output_block_scale is not None:
             raise NotImplementedError("FLASHCORE: fused output quantization (fp8/fp4 attention "
                                       "output) is not supported")
-        if attn_metadata is None:  # memory-profiling run
+        if attn_metadata is None:  # memory-profiling run, during vLLM's start-up
+            if self._warm_up_layout is not None:
+                self._warm_up(layer, query, key, value, output)
             return output.fill_(0)
         num_tokens = attn_metadata.num_actual_tokens
-        scales = {}
         if self.fp8_cache:
             kv_cache = kv_cache.view(FP8_DTYPE)
-            scales = dict(k_scale=layer._k_scale, v_scale=layer._v_scale)
         paged_attention(
             query[:num_tokens].view(-1, self.num_heads, self.head_size), kv_cache,
             attn_metadata.query_start_loc, attn_metadata.seq_lens, attn_metadata.block_table,
-            max_query_len=attn_metadata.max_query_len, softmax_scale=self.scale,
-            sliding_window=self.sliding_window, logits_soft_cap=self.logits_soft_cap,
-            alibi_slopes=self._alibi_slopes_on(query.device), sinks=self.sinks,
+            max_query_len=attn_metadata.max_query_len,
             out=output[:num_tokens].view(-1, self.num_heads, self.head_size),
-            workspace=attn_metadata.workspace, check_lengths=False, **scales)
+            workspace=attn_metadata.workspace, check_lengths=False,
+            **self._attention_options(layer, query.device))
         return output
+
+    def _attention_options(self, layer, device: torch.device) -> dict:
+        options = dict(softmax_scale=self.scale, sliding_window=self.sliding_window,
+                       logits_soft_cap=self.logits_soft_cap,
+                       alibi_slopes=self._alibi_slopes_on(device), sinks=self.sinks)
+        if self.fp8_cache:
+            options.update(k_scale=layer._k_scale, v_scale=layer._v_scale)
+        return options
+
+    def _warm_up(self, layer, query, key, value, output) -> None:
+        """Compile this layer's kernels now: vLLM's start-up runs no mixed batch through
+        attention, so the prefill kernel and the cache write would otherwise compile inside the
+        first steps that serve requests. Once per layer; the compiled kernels are shared by all
+        layers of the same shape and options."""
+        page_size, stride_order = self._warm_up_layout
+        self._warm_up_layout = None
+        if key is None or value is None or query.device.type != "cuda":
+            return  # (the CPU interpreter compiles nothing)
+        warm_up(query.view(-1, self.num_heads, self.head_size),
+                key.view(-1, self.num_kv_heads, self.head_size),
+                value.view(-1, self.num_kv_heads, self.head_size),
+                output.view(-1, self.num_heads, self.head_size), page_size=page_size,
+                cache_dtype=FP8_DTYPE if self.fp8_cache else query.dtype,
+                stride_order=stride_order, **self._attention_options(layer, query.device))
 
     def _alibi_slopes_on(self, device: torch.device) -> torch.Tensor | None:
         """The slopes on ``device``: moved on the first call (the profiling run, before any

@@ -29,6 +29,7 @@ _SOURCES = {
     "AttentionConfig": "vllm.config.attention",
     "CUDAGraphMode": "vllm.config.compilation",
     "VllmConfig": "vllm.config",
+    "get_current_vllm_config_or_none": "vllm.config",
     "EngineArgs": "vllm.engine.arg_utils",
     # misc
     "AttentionSpec": "vllm.v1.kv_cache_interface",
@@ -50,7 +51,7 @@ def __getattr__(name: str):
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at runtime the names load lazily
     import vllm.envs as vllm_envs  # noqa: F401
-    from vllm.config import VllmConfig  # noqa: F401
+    from vllm.config import VllmConfig, get_current_vllm_config_or_none  # noqa: F401
     from vllm.config.attention import AttentionConfig  # noqa: F401
     from vllm.config.compilation import CUDAGraphMode  # noqa: F401
     from vllm.engine.arg_utils import EngineArgs  # noqa: F401

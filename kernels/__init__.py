@@ -4,6 +4,7 @@ from .cache_write import write_kv_cache
 from .dense import attention, decode_attention
 from .paged_attention import SplitKVWorkspace, attention_over_pages, paged_attention
 from .reference import paged_attention_reference
+from .warmup import warm_up
 
 __all__ = [
     "SplitKVWorkspace",
@@ -12,5 +13,6 @@ __all__ = [
     "decode_attention",
     "paged_attention",
     "paged_attention_reference",
+    "warm_up",
     "write_kv_cache",
 ]

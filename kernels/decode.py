@@ -17,7 +17,9 @@ import triton.language as tl
 from .tile import alibi_slopes_log2, attend_kv_range, initial_softmax_state
 
 
-@triton.jit
+# The block table's row stride differs between an engine and warm_up's table: not specialised on
+# its value, so that the kernel warm_up compiles is the one the engine launches.
+@triton.jit(do_not_specialize=["stride_bt"])
 def decode_kernel(
     out,  # [num_tokens, num_q_heads, HEAD_DIM]
     partial_out,  # [num_seqs * NUM_SPLITS, num_q_heads, HEAD_DIM] float32

@@ -32,7 +32,10 @@ def find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
-@triton.jit
+# Not specialised on value (Triton compiles a variant for an integer equal to 1 or divisible by
+# 16): num_seqs changes every batch, the block table's row stride between an engine and
+# warm_up's table. One compiled kernel then serves every batch, and warm_up compiles it.
+@triton.jit(do_not_specialize=["num_seqs", "stride_bt"])
 def prefill_kernel(
     out,  # [num_tokens, num_q_heads, HEAD_DIM]
     query,  # [num_tokens, num_q_heads, HEAD_DIM]

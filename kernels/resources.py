@@ -47,7 +47,7 @@ def _signature(kernel, pointers: dict, constants: dict):
             sig[name] = "fp32"
         else:
             sig[name] = "i32"
-            if name.startswith("stride_"):
+            if name.startswith("stride_") and name not in kernel.do_not_specialize:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     return sig, constexprs, attrs
 

@@ -1,0 +1,62 @@
+"""Compile, before the first request, the kernels a layer will launch.
+
+Triton compiles a kernel the first time it is launched with a new set of compile-time
+constants and argument properties (dtypes, 16-byte alignment of pointers, divisibility of
+integer arguments by 16). A serving engine's start-up (memory profiling, CUDA-graph capture)
+may run no mixed batch through attention, and then the prefill kernel and the cache write
+compile inside the first steps that serve requests, adding seconds to their latency.
+``warm_up`` launches both once, on a batch of one decode and one two-token prefill, with the
+caller's own query/key/value/output views (so their strides, and so the specialisation, are
+the ones later launches see) and a small cache of the same dtype and physical layout.
+"""
+
+import itertools
+
+import torch
+
+from .cache_write import write_kv_cache
+from .paged_attention import paged_attention
+
+# One decode (query 1, KV 2) and one prefill (query 2, KV 2): both kernels launch.
+_QUERY_LENS, _SEQ_LENS = (1, 2), (2, 2)
+
+
+def paged_cache_like(num_pages: int, num_kv_heads: int, page_size: int, head_dim: int,
+                     dtype: torch.dtype, stride_order: tuple[int, ...], device) -> torch.Tensor:
+    """A zeroed logical ``[num_pages, num_kv_heads, page_size, 2 * head_dim]`` cache laid out
+    in memory in ``stride_order`` (the physical order of the logical dimensions)."""
+    logical = (num_pages, num_kv_heads, page_size, 2 * head_dim)
+    physical = torch.zeros([logical[i] for i in stride_order], dtype=dtype, device=device)
+    return physical.permute([stride_order.index(i) for i in range(4)])
+
+
+def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: torch.Tensor, *,
+            page_size: int, cache_dtype: torch.dtype, stride_order=(0, 2, 1, 3),
+            **attention_options) -> bool:
+    """Launch the cache write and ``paged_attention`` once on a two-sequence batch made from the
+    first three rows of ``query``/``key``/``value`` (read only) and ``out`` (overwritten).
+    ``attention_options`` are ``paged_attention``'s (softmax_scale, sliding_window,
+    logits_soft_cap, alibi_slopes, sinks, k_scale, v_scale). Returns False, doing nothing, when
+    the views hold fewer than three rows."""
+    tokens = sum(_QUERY_LENS)
+    if min(query.shape[0], key.shape[0], value.shape[0], out.shape[0]) < tokens:
+        return False
+    device = query.device
+    num_kv_heads, head_dim = key.shape[1], key.shape[2]
+    num_seqs = len(_SEQ_LENS)
+    cache = paged_cache_like(num_seqs + 1, num_kv_heads, page_size, head_dim, cache_dtype,
+                             tuple(stride_order), device)
+    # Sequence i lives on page i + 1 (page 0 unused, as in vLLM); its tokens at slots 0, 1.
+    block_table = torch.arange(1, num_seqs + 1, dtype=torch.int32, device=device)[:, None]
+    slots = [(i + 1) * page_size + pos for i, (q, s) in enumerate(zip(_QUERY_LENS, _SEQ_LENS))
+             for pos in range(s - q, s)]
+    slot_mapping = torch.tensor(slots, dtype=torch.int64, device=device)
+    cu_seqlens_q = torch.tensor([0, *itertools.accumulate(_QUERY_LENS)], dtype=torch.int32,
+                                device=device)
+    seq_lens = torch.tensor(_SEQ_LENS, dtype=torch.int32, device=device)
+    scales = {k: attention_options[k] for k in ("k_scale", "v_scale") if k in attention_options}
+    write_kv_cache(key[:tokens], value[:tokens], cache, slot_mapping, **scales)
+    paged_attention(query[:tokens], cache, cu_seqlens_q, seq_lens, block_table,
+                    max_query_len=max(_QUERY_LENS), out=out[:tokens], check_lengths=False,
+                    **attention_options)
+    return True
