@@ -160,6 +160,37 @@ def test_profiling_run_zeroes_the_output_and_fused_output_quant_is_refused(devic
                             torch.zeros(6, dtype=torch.long, device=device))
 
 
+@pytest.mark.gpu
+def test_profiling_run_compiles_what_serving_steps_launch(make_config, device):
+    """vLLM's start-up runs no mixed batch through attention; the impl's profiling-run call
+    compiles the cache write and the prefill kernel then (warm_up), so the first step that
+    serves requests, with other lengths, sequence count and block table, compiles neither."""
+    if device.type != "cuda":
+        pytest.skip("the CPU interpreter compiles nothing")
+    import triton
+
+    g = Geometry()
+    vllm_config = make_config(g)
+    with set_current_vllm_config(vllm_config):  # as the model's construction builds the impl
+        impl = make_impl(g)
+    profile = Step(g, vllm_config, BatchSpec([64], [64]), device=device)
+    output = torch.empty(64, g.num_q_heads * g.head_size, dtype=g.dtype, device=device)
+    impl.forward(None, profile.query, profile.key, profile.value, torch.empty(0, device=device),
+                 None, output)
+    assert (output == 0).all()
+    compiled = []
+    hook = lambda *, fn, **_: compiled.append(fn.name)
+    triton.knobs.runtime.jit_post_compile_hook = hook
+    try:
+        step = Step(g, vllm_config, BatchSpec([9, 40, 18, 64, 33], [1, 1, 6, 30, 33]),
+                    device=device, seed=5, max_pages=40)
+        output, expected = run_impl(step, make_builder(vllm_config, g, device), impl)
+    finally:
+        triton.knobs.runtime.jit_post_compile_hook = None
+    step.check(output, expected)
+    assert not {"prefill_kernel", "write_kv_cache_kernel"} & set(compiled), compiled
+
+
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 def test_declared_layout_is_what_the_kernels_read(make_config, device, layout):
     """get_kv_cache_shape + get_kv_cache_stride_order give TRITON_ATTN's convention, and a
