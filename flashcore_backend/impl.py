@@ -124,12 +124,17 @@ class FlashCoreImpl(AttentionImpl):
         self._warm_up_layout = None
         if key is None or value is None or query.device.type != "cuda":
             return  # (the CPU interpreter compiles nothing)
-        warm_up(query.view(-1, self.num_heads, self.head_size),
-                key.view(-1, self.num_kv_heads, self.head_size),
-                value.view(-1, self.num_kv_heads, self.head_size),
-                output.view(-1, self.num_heads, self.head_size), page_size=page_size,
-                cache_dtype=FP8_DTYPE if self.fp8_cache else query.dtype,
-                stride_order=stride_order, **self._attention_options(layer, query.device))
+        try:
+            warm_up(query.view(-1, self.num_heads, self.head_size),
+                    key.view(-1, self.num_kv_heads, self.head_size),
+                    value.view(-1, self.num_kv_heads, self.head_size),
+                    output.view(-1, self.num_heads, self.head_size), page_size=page_size,
+                    cache_dtype=FP8_DTYPE if self.fp8_cache else query.dtype,
+                    stride_order=stride_order, **self._attention_options(layer, query.device))
+        except Exception as err:  # only a head start: a real step makes the same launches and
+            # raises there if they are wrong
+            logger.warning("FLASHCORE: compiling the kernels at start-up failed (%s: %s); they "
+                           "compile on first use instead", type(err).__name__, err)
 
     def _alibi_slopes_on(self, device: torch.device) -> torch.Tensor | None:
         """The slopes on ``device``: moved on the first call (the profiling run, before any
