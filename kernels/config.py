@@ -46,7 +46,16 @@ def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch
         block_n = 64 if padded_head_dim(head_dim) <= 128 else 32
         return TileConfig(block_m=max(64, min_rows), block_n=block_n, num_warps=4, num_stages=2)
     if padded_head_dim(head_dim) > 128:
-        return TileConfig(block_m=max(64, min_rows), block_n=32, num_warps=8, num_stages=2)
+        # H200, bf16, 16/8 heads, head 256, one causal sequence of 4k / 16k tokens, sweep of
+        # block_m {64, 128} x block_n {32, 64} x warps {4, 8} x stages {2, 3} (the tiles that fit
+        # shared memory): 128/64/8/2 gave 342 / 462 TFLOP/s, the best; 64/32/8/2 (the previous
+        # choice) 131 / 144. 197 KB of shared memory.
+        return TileConfig(block_m=max(128, min_rows), block_n=64, num_warps=8, num_stages=2)
+    if padded_head_dim(head_dim) <= 64:
+        # H200, bf16, 32/32 heads, head 64, 4k / 16k tokens, sweep of block_m {64, 128} x
+        # block_n {64, 128} x warps {4, 8} x stages {2, 3, 4}: 64/64/4/2 gave 284 / 355 TFLOP/s,
+        # the best with 128/128/4/3 (257 / 354); the head-128 choice below 212 / 266.
+        return TileConfig(block_m=max(64, min_rows), block_n=64, num_warps=4, num_stages=2)
     # H200, bf16, 32/8 heads, head 128, page 16, one causal sequence of 4k / 16k tokens, sweep of
     # block_m {64, 128} x block_n {32, 64, 128} x warps {4, 8} x stages {2, 3, 4}: 128/128/8/3
     # gave 322 / 414 TFLOP/s, the best; 128/64/8/3 (the previous choice) 287 / 352.
@@ -62,6 +71,14 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         return TileConfig(block_m=rows, block_n=16, num_warps=4, num_stages=1)
     if padded_head_dim(head_dim) > 128:
         return TileConfig(block_m=rows, block_n=32, num_warps=4, num_stages=3)
+    if rows >= 32 and num_kv_splits <= 8:
+        # Large groups (MQA: 32 query heads on one KV head) do 32 rows of matrix products per KV
+        # token, and longer steps pay off where each program has a long KV range. H200, MQA,
+        # head 128, TB/s of KV read at 1x8k, 8x2k, 64x8k, 256x8k (64, 64, 8, 2 splits), all with
+        # one tile: block_n 128, 4 warps, 3 stages 0.45 0.55 3.18 4.07; the rule below (64, 4,
+        # 2) 0.47 0.75 2.64 3.03. So 128-token steps at 8 splits or fewer (>= 1k tokens each
+        # at 64x8k), 64 above (32 tokens a split at 8x2k).
+        return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=3)
     # H200, bf16, 32/8 heads, head 128, page 16; sweep of block_n {16..128} x warps {2, 4, 8} x
     # stages {2..5}, TB/s of KV read at 1x8k, 8x2k, 64x8k, 256x8k. block_n 64, 4 warps:
     # 2 stages 2.68 2.71 4.25 4.10; 4 stages 2.41 2.62 4.27 4.34. Split batches (small, short

@@ -23,9 +23,9 @@ DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8_e4m3
 # (model dtype, KV-cache dtype): 16-bit, float32 (four-byte tiles), bf16 over an fp8 cache.
 DTYPE_PAIRS = ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
                (torch.bfloat16, torch.float8_e4m3fn))
-# The largest head of each tile rule in config.py (rules change above 128; within one rule,
-# shared memory grows with the padded head size).
-HEAD_DIMS = (128, 256)
+# The largest head of each tile rule in config.py (rules change above 64 and above 128; within
+# one rule, shared memory grows with the padded head size).
+HEAD_DIMS = (64, 128, 256)
 # The largest group: decode tiles grow with it (prefill tiles do not).
 QUERIES_PER_KV = 32
 OPTIONAL = ("alibi_slopes", "sinks", "k_scale", "v_scale")  # None unless passed as pointers
