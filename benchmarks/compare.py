@@ -36,7 +36,8 @@ def table(rows: dict, order: list[str]) -> str:
 
 def main(argv=None) -> int:
     """``python benchmarks/compare.py A.json B.json ...``: one table from generate.py --json files
-    written by separate runs (e.g. one backend per GPU at the same time); the first is the base."""
+    written by separate runs (e.g. one backend per GPU at the same time) or by ``--compare`` (its
+    file holds every backend it ran); the first backend is the base."""
     import json
     import sys
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     for path in paths:
         with open(path) as f:
             r = json.load(f)
-        rows[r["backend"]] = r
+        rows.update(r["backends"] if "backends" in r else {r["backend"]: r})
     print(table(rows, list(rows)))
     return 0
 
