@@ -52,7 +52,8 @@ def engine_kwargs(args, model_dir: str, dummy: bool) -> dict:
         # One worker process per GPU; each imports the plugin through vLLM's general-plugins hook
         # and reads VLLM_ATTENTION_BACKEND from the environment it inherits.
         kw.update(tensor_parallel_size=args.tensor_parallel_size,
-                  distributed_executor_backend="mp")
+                  distributed_executor_backend="mp",
+                  disable_custom_all_reduce=args.disable_custom_all_reduce or None)
     if args.max_num_seqs:
         kw["max_num_seqs"] = args.max_num_seqs
     if args.backend != "FLASHCORE" or args.select_via == "kwarg":

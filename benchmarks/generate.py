@@ -7,7 +7,7 @@
     python benchmarks/generate.py --backend FLASH_ATTN --workload short
     python benchmarks/generate.py --compare FLASHCORE,FLASH_ATTN,TRITON_ATTN --workload long
     python benchmarks/generate.py --compare FLASHCORE,FLASH_ATTN --workload short \
-        --tensor-parallel-size 2
+        --tensor-parallel-size 2 [--disable-custom-all-reduce]
 
 FLASHCORE is selected with the environment switch VLLM_ATTENTION_BACKEND=FLASHCORE (set here
 before vLLM is imported; ``--select-via kwarg`` passes attention_backend="FLASHCORE" instead);
@@ -56,6 +56,8 @@ def parse_args(argv=None):
     m.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / torch.compile")
     m.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="GPUs per engine; each worker runs the backend on its share of the heads")
+    m.add_argument("--disable-custom-all-reduce", action="store_true",
+                   help="all-reduce through NCCL only (vLLM's own kernel failed on some hosts)")
     src = p.add_argument_group("prompts")
     src.add_argument("--prompts", type=Path, help="text file (one prompt a line) or JSONL chats")
     src.add_argument("--synthetic", type=int, metavar="N", help="N random token-id prompts")
@@ -163,6 +165,8 @@ def run_single(args) -> int:
 
     model_dir, dummy = resolve_model(args)
     e2e.select_backend_env(args.backend, args.select_via)  # before vLLM is imported
+    if args.disable_custom_all_reduce:  # and no PyTorch symmetric memory: NCCL alone
+        os.environ["VLLM_ALLREDUCE_USE_SYMM_MEM"] = "0"
     batch = load_prompts(args, model_dir, dummy)
     print(f"model {model_dir} ({'dummy weights' if dummy else 'real weights'}), {len(batch)} prompts, "
           f"max {args.output_len} tokens out, backend {args.backend}", flush=True)

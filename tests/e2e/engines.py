@@ -3,8 +3,8 @@ time, and the checks every test makes of a finished job.
 
 A job is a dict: ``name``, ``backend`` (FLASHCORE gets ``VLLM_ATTENTION_BACKEND=FLASHCORE`` in
 the engine's environment, as a user would set it; the others ``attention_backend=`` in
-``llm_kwargs``), ``model``, ``llm_kwargs``, ``sampling``, ``prompts`` and options that
-engine_job.py reads.
+``llm_kwargs``), ``model``, ``llm_kwargs``, ``sampling``, ``prompts``, optional ``env`` (added to the engine's
+environment) and options that engine_job.py reads.
 """
 
 import json
@@ -57,6 +57,7 @@ class JobRunner:
         env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # apply_model() ships a function
         if job["backend"] == "FLASHCORE":
             env["VLLM_ATTENTION_BACKEND"] = "FLASHCORE"
+        env.update(job.get("env", {}))
         with open(log_path, "w") as log:
             try:
                 proc = subprocess.run([sys.executable, str(ENGINE_JOB), str(job_path),

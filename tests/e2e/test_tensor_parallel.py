@@ -49,17 +49,18 @@ def tp_job(tp: int, backend: str) -> dict:
     kwargs = dict(dtype="bfloat16", load_format="dummy", skip_tokenizer_init=True,
                   max_model_len=2048, max_num_seqs=256, gpu_memory_utilization=0.85, seed=0,
                   tensor_parallel_size=tp, distributed_executor_backend="mp",
-                  # vLLM's own all-reduce kernel (CUDA IPC buffers) hit an illegal memory access
-                  # on the 4 x H200 test host at TP 2, under FLASH_ATTN as under FLASHCORE, in the
-                  # first forward of CUDA-graph capture; NCCL's all-reduce runs there. The test is
-                  # about attention, so it takes NCCL.
+                  # On the 4 x H200 test host, TP 2 hit an illegal memory access in the first
+                  # forward of CUDA-graph capture under FLASH_ATTN as under FLASHCORE, with vLLM's
+                  # own all-reduce kernel (CUDA IPC buffers) and PyTorch symmetric memory in use;
+                  # NCCL's all-reduce is what runs there. The test is about attention, so the
+                  # all-reduce is NCCL's alone (with the VLLM_ALLREDUCE_USE_SYMM_MEM=0 below).
                   disable_custom_all_reduce=True,
                   disable_log_stats=False, **backend_kwargs(backend),
                   # Fewer graph sizes than vLLM's default: a shorter engine start.
                   compilation_config={"cudagraph_capture_sizes": [1, 2, 4, 8, 16, 32, 64, 128,
                                                                   256]})
     return dict(name=f"tp{tp}/{backend}", backend=backend, model=("llama3-8b-shapes",),
-                llm_kwargs=kwargs, reinit_weights=True, sampling=GEN,
+                llm_kwargs=kwargs, env={"VLLM_ALLREDUCE_USE_SYMM_MEM": "0"}, reinit_weights=True, sampling=GEN,
                 prompts={"kind": "token_ids",
                          "ids": random_prompts(PROMPT_LENGTHS, VOCAB_SIZE, seed=1)})
 
