@@ -8,11 +8,10 @@ CPU before a GPU runs it. fp16: the interpreter's bf16 dot is not exact.
 """
 
 import pytest
-
 from flashcore_kernels import config
 
-from .test_paged_attention import check
 from ..paged_batch import make_batch
+from .test_paged_attention import check
 
 # (scenario, query lengths, KV lengths, query heads, KV heads, head size, KV splits or None)
 RULES = [
