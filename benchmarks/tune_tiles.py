@@ -4,6 +4,7 @@ and print the rate of each candidate: how the numbers in config.py's comments we
     python benchmarks/tune_tiles.py [--suite prefill|decode] [--geometry llama3-8b]
     python benchmarks/tune_tiles.py --suite prefill --geometry mha-d64 --lengths 1024,4096 \\
         --block-m 64,128 --block-n 64,128 --warps 4,8 --stages 2,3
+    python benchmarks/tune_tiles.py --suite decode --kv-cache-dtype fp8 --block-n 64,128
 
 bf16, page 16, random page order, CUDA-graph replay timing; a geometry from geometry.py.
 """
@@ -22,7 +23,7 @@ import harness  # noqa: E402
 
 from flashcore_kernels import config  # noqa: E402
 
-DECODE_CASES = [batches.decode_batch(b, c) for b, c in ((1, 8192), (8, 2048), (64, 8192), (256, 8192))]
+DECODE_SHAPES = ((1, 8192), (8, 2048), (64, 8192), (256, 8192))  # batch x context
 
 
 def rate(spec, g, suite) -> float:
@@ -67,6 +68,8 @@ def main():
     p.add_argument("--block-n", type=ints, default=(32, 64, 128))
     p.add_argument("--warps", type=ints, default=(2, 4, 8))
     p.add_argument("--stages", type=ints, default=(2, 3, 4))
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"],
+                   help="decode over an fp8 KV cache (GB/s then count one byte per element)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
@@ -74,8 +77,9 @@ def main():
     grid = {"block_m": args.block_m, "block_n": args.block_n, "warps": args.warps,
             "stages": args.stages}
     for suite in args.suite or ["prefill", "decode"]:
+        variant = batches.Variant(kv_cache_dtype=args.kv_cache_dtype)
         cases = ([batches.prefill_batch(1, n) for n in args.lengths] if suite == "prefill"
-                 else DECODE_CASES)
+                 else [batches.decode_batch(b, c, variant) for b, c in DECODE_SHAPES])
         sweep(suite, g, cases, grid)
 
 
