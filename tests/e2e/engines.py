@@ -4,11 +4,12 @@ time, and the checks every test makes of a finished job.
 A job is a dict: ``name``, ``backend`` (FLASHCORE gets ``VLLM_ATTENTION_BACKEND=FLASHCORE`` in
 the engine's environment, as a user would set it; the others ``attention_backend=`` in
 ``llm_kwargs``), ``model``, ``llm_kwargs``, ``sampling``, ``prompts``, optional ``env`` (added to the engine's
-environment) and options that engine_job.py reads.
+environment) and ``timeout_s``, and options that engine_job.py reads.
 """
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -59,12 +60,16 @@ class JobRunner:
             env["VLLM_ATTENTION_BACKEND"] = "FLASHCORE"
         env.update(job.get("env", {}))
         with open(log_path, "w") as log:
+            # A process group of its own: on a timeout the engine core and its workers stop
+            # with the job (an engine whose worker died can hang instead of exiting).
+            proc = subprocess.Popen([sys.executable, str(ENGINE_JOB), str(job_path),
+                                     str(out_path)], env=env, cwd=REPO, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
             try:
-                proc = subprocess.run([sys.executable, str(ENGINE_JOB), str(job_path),
-                                       str(out_path)], env=env, cwd=REPO, stdout=log,
-                                      stderr=subprocess.STDOUT, timeout=JOB_TIMEOUT_S)
-                returncode = proc.returncode
+                returncode = proc.wait(timeout=job.get("timeout_s", JOB_TIMEOUT_S))
             except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
                 returncode = "timeout"
         log_text = log_path.read_text(errors="replace")
         result = json.loads(out_path.read_text()) if out_path.exists() else {"ok": False}
