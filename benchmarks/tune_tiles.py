@@ -76,8 +76,8 @@ def main():
     g = geometry.get(args.geometry)
     grid = {"block_m": args.block_m, "block_n": args.block_n, "warps": args.warps,
             "stages": args.stages}
+    variant = batches.Variant(kv_cache_dtype=args.kv_cache_dtype)
     for suite in args.suite or ["prefill", "decode"]:
-        variant = batches.Variant(kv_cache_dtype=args.kv_cache_dtype)
         cases = ([batches.prefill_batch(1, n) for n in args.lengths] if suite == "prefill"
                  else [batches.decode_batch(b, c, variant) for b, c in DECODE_SHAPES])
         sweep(suite, g, cases, grid)

@@ -3,8 +3,8 @@ time, and the checks every test makes of a finished job.
 
 A job is a dict: ``name``, ``backend`` (FLASHCORE gets ``VLLM_ATTENTION_BACKEND=FLASHCORE`` in
 the engine's environment, as a user would set it; the others ``attention_backend=`` in
-``llm_kwargs``), ``model``, ``llm_kwargs``, ``sampling``, ``prompts``, optional ``env`` (added to the engine's
-environment) and ``timeout_s``, and options that engine_job.py reads.
+``llm_kwargs``), ``model``, ``llm_kwargs``, ``sampling``, ``prompts``, optional ``env`` (added
+to the engine's environment) and ``timeout_s``, and options that engine_job.py reads.
 """
 
 import json
