@@ -3,7 +3,7 @@ and print the rate of each candidate: how the numbers in config.py's comments we
 
     python benchmarks/tune_tiles.py [--suite prefill|decode] [--geometry llama3-8b]
     python benchmarks/tune_tiles.py --suite prefill --geometry mha-d64 --lengths 1024,4096 \\
-        --block-m 64,128 --block-n 64,128 --warps 4,8 --stages 2,3
+        --block-m 64,128 --block-n 64,128 --warps 4,8 --stages 2,3 --lookahead 0,1
     python benchmarks/tune_tiles.py --suite decode --kv-cache-dtype fp8 --block-n 64,128
 
 bf16, page 16, random page order, CUDA-graph replay timing; a geometry from geometry.py.
@@ -41,17 +41,19 @@ def sweep(suite, g, cases, grid):
     print(f"{suite}, {g}: " + " / ".join(c.label for c in cases)
           + (" (TFLOP/s)" if suite == "prefill" else " (TB/s)"))
     blocks_m = grid["block_m"] if suite == "prefill" else (None,)
-    for block_m, block_n, warps, stages in itertools.product(
-            blocks_m, grid["block_n"], grid["warps"], grid["stages"]):
-        def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages):
-            return config.TileConfig(bm or max(16, 1 << (qpk - 1).bit_length()), bn, w, s)
+    lookaheads = grid["lookahead"] if suite == "prefill" else (False,)  # decode never looks ahead
+    for block_m, block_n, warps, stages, lookahead in itertools.product(
+            blocks_m, grid["block_n"], grid["warps"], grid["stages"], lookaheads):
+        def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages, la=lookahead):
+            return config.TileConfig(bm or max(16, 1 << (qpk - 1).bit_length()), bn, w, s, la)
 
         setattr(config, f"{suite}_tiles", tiles)
         try:
             values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)
         except Exception as e:  # a tile that does not fit shared memory, for example
             values = f"failed: {type(e).__name__}"
-        print(f"  block_m={block_m} block_n={block_n} warps={warps} stages={stages}: {values}",
+        ahead = f" lookahead={int(lookahead)}" if suite == "prefill" else ""
+        print(f"  block_m={block_m} block_n={block_n} warps={warps} stages={stages}{ahead}: {values}",
               flush=True)
 
 
@@ -68,6 +70,8 @@ def main():
     p.add_argument("--block-n", type=ints, default=(32, 64, 128))
     p.add_argument("--warps", type=ints, default=(2, 4, 8))
     p.add_argument("--stages", type=ints, default=(2, 3, 4))
+    p.add_argument("--lookahead", type=ints, default=(0, 1),
+                   help="prefill: read the block table one tile ahead (1) or not (0)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"],
                    help="decode over an fp8 KV cache (GB/s then count one byte per element)")
     args = p.parse_args()
@@ -75,7 +79,7 @@ def main():
         sys.exit("needs a CUDA GPU")
     g = geometry.get(args.geometry)
     grid = {"block_m": args.block_m, "block_n": args.block_n, "warps": args.warps,
-            "stages": args.stages}
+            "stages": args.stages, "lookahead": tuple(bool(v) for v in args.lookahead)}
     variant = batches.Variant(kv_cache_dtype=args.kv_cache_dtype)
     for suite in args.suite or ["prefill", "decode"]:
         cases = ([batches.prefill_batch(1, n) for n in args.lengths] if suite == "prefill"

@@ -14,6 +14,8 @@ import triton
 
 # Largest split-KV count; the merge kernel loads all partials of one head at once.
 MAX_KV_SPLITS = 64
+# Shared memory one block may use on Hopper (227 KB), what the tiles below were measured with.
+HOPPER_SHARED_MEMORY = 232448
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,9 @@ class TileConfig:
     block_n: int  # KV tokens per inner-loop step
     num_warps: int
     num_stages: int
+    # Prefill only: read the block table one KV tile ahead (see tile.attend_kv_range), so the
+    # K/V copies run num_stages - 1 tiles ahead of the matrix products.
+    lookahead: bool = False
 
 
 def interpreting() -> bool:
@@ -33,12 +38,28 @@ def padded_head_dim(head_dim: int) -> int:
     return triton.next_power_of_2(head_dim)
 
 
-def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch.bfloat16) -> TileConfig:
-    """Tiles of the kernel that serves queries longer than one token."""
+def compact_block_n(head_dim: int, dtype: torch.dtype) -> int:
+    """KV step for GPUs with less shared memory than Hopper (A100: 163 KB, consumer Ampere and
+    Ada: 99 KB), shorter as K/V rows grow. With 4 warps and 2 stages these tiles fit 99 KB at
+    every head size (``python -m flashcore_kernels.resources --arch 86``); they have not been
+    tuned on those GPUs."""
+    row_bytes = padded_head_dim(head_dim) * dtype.itemsize
+    return 64 if row_bytes <= 256 else 32 if row_bytes <= 512 else 16
+
+
+def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch.bfloat16,
+                  shared_memory: int = HOPPER_SHARED_MEMORY) -> TileConfig:
+    """Tiles of the kernel that serves queries longer than one token, for a GPU whose blocks may
+    use ``shared_memory`` bytes (``shared_memory_per_block``)."""
     min_rows = max(16, triton.next_power_of_2(queries_per_kv))
     if interpreting():
         # Small tiles so CPU tests cross several KV tiles and query blocks.
-        return TileConfig(block_m=max(32, min_rows), block_n=16, num_warps=4, num_stages=1)
+        return TileConfig(block_m=max(32, min_rows), block_n=16, num_warps=4, num_stages=1,
+                          lookahead=True)
+    if shared_memory < HOPPER_SHARED_MEMORY:
+        block_n = compact_block_n(head_dim, dtype)
+        return TileConfig(block_m=max(64 if block_n > 16 else 32, min_rows), block_n=block_n,
+                          num_warps=4, num_stages=2)
     if dtype == torch.float32:
         # Four-byte tiles: the 16-bit choice below would ask for 257 KB of shared memory at
         # head 128 (Hopper has 227 KB). These take at most 140 KB (python -m
@@ -58,17 +79,26 @@ def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch
         return TileConfig(block_m=max(64, min_rows), block_n=64, num_warps=4, num_stages=2)
     # H200, bf16, 32/8 heads, head 128, page 16, one causal sequence of 4k / 16k tokens, sweep of
     # block_m {64, 128} x block_n {32, 64, 128} x warps {4, 8} x stages {2, 3, 4}: 128/128/8/3
-    # gave 322 / 414 TFLOP/s, the best; 128/64/8/3 (the previous choice) 287 / 352.
-    return TileConfig(block_m=max(128, min_rows), block_n=128, num_warps=8, num_stages=3)
+    # gave 322 / 414 TFLOP/s, the best; 128/64/8/3 (the previous choice) 287 / 352. With the
+    # block-table lookahead, 1k / 4k / 16k: 177 / 382 / 442 against 177 / 351 / 405 without
+    # (same run); 128/64/8/3 with it 187 / 382 / 423; two stages lose (319 / 364 at 4k / 16k).
+    # 229 KB of shared memory: three stages of 128-token K and V tiles.
+    return TileConfig(block_m=max(128, min_rows), block_n=128, num_warps=8, num_stages=3,
+                      lookahead=True)
 
 
 def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
-                 dtype: torch.dtype = torch.bfloat16) -> TileConfig:
+                 dtype: torch.dtype = torch.bfloat16, cache_dtype: torch.dtype | None = None,
+                 shared_memory: int = HOPPER_SHARED_MEMORY) -> TileConfig:
     """Tiles of the kernel that serves single-token queries: one program per KV head holds
-    all of that head's query heads (tl.dot needs at least 16 rows)."""
+    all of that head's query heads (tl.dot needs at least 16 rows). ``cache_dtype`` is the KV
+    cache's when it differs from ``dtype`` (fp8)."""
     rows = max(16, triton.next_power_of_2(queries_per_kv))
     if interpreting():
         return TileConfig(block_m=rows, block_n=16, num_warps=4, num_stages=1)
+    if shared_memory < HOPPER_SHARED_MEMORY:
+        return TileConfig(block_m=rows, block_n=compact_block_n(head_dim, dtype), num_warps=4,
+                          num_stages=2)
     if padded_head_dim(head_dim) > 128:
         return TileConfig(block_m=rows, block_n=32, num_warps=4, num_stages=3)
     if rows >= 32 and num_kv_splits <= 8:
@@ -79,11 +109,26 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # 2) 0.47 0.75 2.64 3.03. So 128-token steps at 8 splits or fewer (>= 1k tokens each
         # at 64x8k), 64 above (32 tokens a split at 8x2k).
         return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=3)
+    if cache_dtype == torch.float8_e4m3fn and num_kv_splits == 1:
+        # An fp8 cache moves half the bytes of a 16-bit one per token, so a step of 64 tokens
+        # is short. H200, 32/8 heads, head 128, TB/s counted at one byte per element, at 64x8k /
+        # 256x8k (no split): block_n 128, 4 warps, 2 stages 2.66 / 2.66; the rule below (64, 4,
+        # 4) 1.94 / 1.96, and (64, 4, 2) 1.91 / 2.48. Split batches keep the rule below: 1x8k /
+        # 8x2k 1.41 / 1.97 with 64-token steps, 1.10 / 1.65 with 128.
+        return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=2)
     # H200, bf16, 32/8 heads, head 128, page 16; sweep of block_n {16..128} x warps {2, 4, 8} x
     # stages {2..5}, TB/s of KV read at 1x8k, 8x2k, 64x8k, 256x8k. block_n 64, 4 warps:
     # 2 stages 2.68 2.71 4.25 4.10; 4 stages 2.41 2.62 4.27 4.34. Split batches (small, short
     # loops per program) do better with the shallower pipeline, whole-sequence ones deeper.
     return TileConfig(block_m=rows, block_n=64, num_warps=4, num_stages=2 if num_kv_splits > 1 else 4)
+
+
+@lru_cache(maxsize=None)
+def shared_memory_per_block(device: torch.device) -> int:
+    """Bytes of shared memory one block may opt into; the interpreter plans as for Hopper."""
+    if device.type != "cuda":
+        return HOPPER_SHARED_MEMORY
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
 
 
 @lru_cache(maxsize=None)

@@ -100,12 +100,14 @@ def decode_kernel(
     # costs little in a memory-bound loop.
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, kv_start, full_end, qk_scale,
-        stride_page, stride_slot, slope, SLIDING_WINDOW > 0, False,
-        SLIDING_WINDOW, SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+        stride_page, stride_slot, slope, MASKED=SLIDING_WINDOW > 0, LOOKAHEAD=False, CAUSAL=False,
+        SLIDING_WINDOW=SLIDING_WINDOW, SOFT_CAP=SOFT_CAP, PAGE_SIZE=PAGE_SIZE, BLOCK_N=BLOCK_N,
+        HEAD_DIM=HEAD_DIM, HEAD_DIM_P=HEAD_DIM_P, FP32_DOT=FP32_DOT)
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_end, kv_end, qk_scale,
-        stride_page, stride_slot, slope, True, False,
-        SLIDING_WINDOW, SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+        stride_page, stride_slot, slope, MASKED=True, LOOKAHEAD=False, CAUSAL=False,
+        SLIDING_WINDOW=SLIDING_WINDOW, SOFT_CAP=SOFT_CAP, PAGE_SIZE=PAGE_SIZE, BLOCK_N=BLOCK_N,
+        HEAD_DIM=HEAD_DIM, HEAD_DIM_P=HEAD_DIM_P, FP32_DOT=FP32_DOT)
 
     # A split past the end of a short sequence saw nothing: l = 0, weight 0 in the merge.
     empty = l_i == 0.0

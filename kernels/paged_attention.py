@@ -136,7 +136,8 @@ def _needs_fp32_dot(dtype: torch.dtype) -> bool:
 def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
                    queries_per_kv, fp32_dot, variant, num_seqs, num_splits, workspace):
     num_q_heads, head_dim = query.shape[1], query.shape[2]
-    tiles = config.decode_tiles(head_dim, queries_per_kv, num_splits, query.dtype)
+    tiles = config.decode_tiles(head_dim, queries_per_kv, num_splits, query.dtype, k_cache.dtype,
+                                config.shared_memory_per_block(query.device))
     if num_splits > 1:
         rows = num_seqs * num_splits
         if workspace is None:
@@ -167,7 +168,8 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
 def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
                     queries_per_kv, fp32_dot, variant, num_seqs, causal):
     num_tokens, head_dim = query.shape[0], query.shape[2]
-    tiles = config.prefill_tiles(head_dim, queries_per_kv, query.dtype)
+    tiles = config.prefill_tiles(head_dim, queries_per_kv, query.dtype,
+                                 config.shared_memory_per_block(query.device))
     block_q = tiles.block_m // queries_per_kv
     grid = (num_tokens // block_q + num_seqs, k_cache.shape[1])
     prefill_kernel[grid](
@@ -179,4 +181,4 @@ def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, 
         BLOCK_N=tiles.block_n, PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim,
         HEAD_DIM_P=config.padded_head_dim(head_dim), CAUSAL=causal,
         SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap, FP32_DOT=fp32_dot,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+        LOOKAHEAD=tiles.lookahead, num_warps=tiles.num_warps, num_stages=tiles.num_stages)

@@ -64,6 +64,7 @@ def prefill_kernel(
     SLIDING_WINDOW: tl.constexpr,
     SOFT_CAP: tl.constexpr,
     FP32_DOT: tl.constexpr,
+    LOOKAHEAD: tl.constexpr,  # see attend_kv_range (config.TileConfig.lookahead)
 ):
     # Causal blocks late in a sequence do the most work: launch them first, so the short ones
     # fill the tail of the grid instead of the long ones.
@@ -125,16 +126,19 @@ def prefill_kernel(
     if SLIDING_WINDOW > 0:
         acc, m_i, l_i = attend_kv_range(
             acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, kv_lo, full_lo, qk_scale,
-            stride_page, stride_slot, slope, True, CAUSAL, SLIDING_WINDOW,
-            SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+            stride_page, stride_slot, slope, MASKED=True, LOOKAHEAD=False, CAUSAL=CAUSAL,
+            SLIDING_WINDOW=SLIDING_WINDOW, SOFT_CAP=SOFT_CAP, PAGE_SIZE=PAGE_SIZE, BLOCK_N=BLOCK_N,
+            HEAD_DIM=HEAD_DIM, HEAD_DIM_P=HEAD_DIM_P, FP32_DOT=FP32_DOT)
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_lo, full_hi, qk_scale,
-        stride_page, stride_slot, slope, False, CAUSAL, SLIDING_WINDOW,
-        SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+        stride_page, stride_slot, slope, MASKED=False, LOOKAHEAD=LOOKAHEAD, CAUSAL=CAUSAL,
+        SLIDING_WINDOW=SLIDING_WINDOW, SOFT_CAP=SOFT_CAP, PAGE_SIZE=PAGE_SIZE, BLOCK_N=BLOCK_N,
+        HEAD_DIM=HEAD_DIM, HEAD_DIM_P=HEAD_DIM_P, FP32_DOT=FP32_DOT)
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, full_hi, kv_end, qk_scale,
-        stride_page, stride_slot, slope, True, CAUSAL, SLIDING_WINDOW,
-        SOFT_CAP, PAGE_SIZE, BLOCK_N, HEAD_DIM, HEAD_DIM_P, FP32_DOT)
+        stride_page, stride_slot, slope, MASKED=True, LOOKAHEAD=False, CAUSAL=CAUSAL,
+        SLIDING_WINDOW=SLIDING_WINDOW, SOFT_CAP=SOFT_CAP, PAGE_SIZE=PAGE_SIZE, BLOCK_N=BLOCK_N,
+        HEAD_DIM=HEAD_DIM, HEAD_DIM_P=HEAD_DIM_P, FP32_DOT=FP32_DOT)
 
     # With a sink, l_i >= 1; without one every row has at least one visible token.
     acc = acc / l_i[:, None]

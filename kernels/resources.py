@@ -20,6 +20,7 @@ import torch
 # Largest dynamic shared memory per block (bytes), by compute capability.
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8_e4m3fn": "fp8e4nv"}
+FP8_MIN_ARCH = 89  # the first architecture with float8_e4m3 (Ada)
 # (model dtype, KV-cache dtype): 16-bit, float32 (four-byte tiles), bf16 over an fp8 cache.
 DTYPE_PAIRS = ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
                (torch.bfloat16, torch.float8_e4m3fn))
@@ -76,12 +77,12 @@ def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim:
                      SOFT_CAP=0.0, FP32_DOT=dtype == torch.float32)
     if kind == "prefill":
         kernel = prefill_kernel
-        tiles = config.prefill_tiles(head_dim, queries_per_kv, dtype)
-        constants.update(BLOCK_Q=tiles.block_m // queries_per_kv, CAUSAL=True)
+        tiles = config.prefill_tiles(head_dim, queries_per_kv, dtype, SHARED_LIMIT[arch])
+        constants.update(BLOCK_Q=tiles.block_m // queries_per_kv, CAUSAL=True, LOOKAHEAD=tiles.lookahead)
     else:  # "decode" (whole sequences) or "decode-split" (split-KV, other pipeline depth)
         kernel = decode_kernel
         splits = 8 if kind == "decode-split" else 1
-        tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype)
+        tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype, kv_dtype, SHARED_LIMIT[arch])
         constants.update(NUM_SPLITS=splits)
     constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
     sig, constexprs, attrs = _signature(kernel, pointers, constants)
@@ -95,6 +96,8 @@ def report(arch: int):
     name = lambda t: str(t).removeprefix("torch.")
     for kind in ("prefill", "decode", "decode-split"):
         for dtype, kv_dtype in DTYPE_PAIRS:
+            if kv_dtype == torch.float8_e4m3fn and arch < FP8_MIN_ARCH:
+                continue  # Triton has no e4m3 before Ada
             for head_dim in HEAD_DIMS:
                 shared = shared_bytes(kind, dtype, kv_dtype, head_dim, QUERIES_PER_KV, arch)
                 yield {"kernel": kind, "dtype": name(dtype), "kv_cache": name(kv_dtype),

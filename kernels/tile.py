@@ -65,6 +65,7 @@ def attend_kv_range(
     stride_page, stride_slot,
     alibi_slope,  # [BLOCK_M] ALiBi slope of each row's head times log2(e), or None
     MASKED: tl.constexpr,  # False only when every token in range is visible to every row
+    LOOKAHEAD: tl.constexpr,  # unmasked runs: look up the next tile's pages one step ahead
     CAUSAL: tl.constexpr,
     SLIDING_WINDOW: tl.constexpr,  # a query sees its last SLIDING_WINDOW positions; 0 = all
     SOFT_CAP: tl.constexpr,  # logits become SOFT_CAP * tanh(logits / SOFT_CAP); 0 = off
@@ -80,6 +81,15 @@ def attend_kv_range(
         loop_start = kv_start // BLOCK_N * BLOCK_N
     else:
         loop_start = kv_start
+    if LOOKAHEAD and not MASKED:
+        # Each step reads the block table for the next tile and carries its row offsets over.
+        # A lookup in the step that loads the tile makes the compiler wait for every copy in
+        # flight (the K/V addresses depend on a load it also pipelines) before each step; carried,
+        # the K/V copies run num_stages - 1 tiles ahead. The lookup past the end is clamped to
+        # the last token, so it stays inside the block table.
+        last_pos = tl.maximum(kv_end - 1, 0)
+        next_rows = kv_token_offsets(block_table_row, tl.minimum(loop_start + offs_n, last_pos), None,
+                                     stride_page, stride_slot, PAGE_SIZE)
     for start_n in range(loop_start, kv_end, BLOCK_N):
         kv_pos = start_n + offs_n
         # Masks only where needed: an unmasked load of whole 16-byte vectors is what lets the
@@ -94,7 +104,12 @@ def attend_kv_range(
             else:
                 kv_mask = kv_valid[:, None]
         else:
-            rows = kv_token_offsets(block_table_row, kv_pos, None, stride_page, stride_slot, PAGE_SIZE)
+            if LOOKAHEAD:
+                rows = next_rows
+                next_rows = kv_token_offsets(block_table_row, tl.minimum(kv_pos + BLOCK_N, last_pos),
+                                             None, stride_page, stride_slot, PAGE_SIZE)
+            else:
+                rows = kv_token_offsets(block_table_row, kv_pos, None, stride_page, stride_slot, PAGE_SIZE)
             if HEAD_DIM_P != HEAD_DIM:
                 kv_mask = (offs_d < HEAD_DIM)[None, :]
             else:

@@ -8,33 +8,66 @@ CPU before a GPU runs it. fp16: the interpreter's bf16 dot is not exact.
 """
 
 import pytest
+import torch
 from flashcore_kernels import config
 
+import flashcore_kernels as fk
 from ..paged_batch import make_batch
+from ..accuracy import assert_matches_reference
 from .test_paged_attention import check
+from .test_variants import fp8_cache_like, heads_tensor
 
-# (scenario, query lengths, KV lengths, query heads, KV heads, head size, KV splits or None)
+AMPERE_CONSUMER = 101376  # shared memory per block of sm_86 / sm_89 (99 KB)
+
+# (scenario, query lengths, KV lengths, query heads, KV heads, head size, KV splits or None,
+#  shared memory per block)
 RULES = [
-    ("prefill tiles, head 64, 1:1", [130, 1], [200, 90], 2, 2, 64, None),
-    ("prefill tiles, head 128, 4:1", [140, 1], [300, 60], 8, 2, 128, None),
-    ("prefill tiles, head 256, 2:1", [140, 1], [260, 70], 4, 2, 256, None),
-    ("decode tiles, head 128, 4:1, whole sequences", [1, 1], [300, 75], 8, 2, 128, 1),
-    ("decode tiles, head 128, 4:1, 4 splits", [1, 1], [300, 75], 8, 2, 128, 4),
-    ("decode tiles, head 256, 2:1, 2 splits", [1, 1], [300, 75], 4, 2, 256, 2),
-    ("decode tiles, MQA 32:1, 8 splits", [1, 1], [700, 260], 32, 1, 128, 8),
-    ("decode tiles, MQA 32:1, 16 splits", [1, 1], [700, 260], 32, 1, 128, 16),
+    ("prefill tiles, head 64, 1:1", [130, 1], [200, 90], 2, 2, 64, None, config.HOPPER_SHARED_MEMORY),
+    ("prefill tiles, head 128, 4:1", [140, 1], [300, 60], 8, 2, 128, None, config.HOPPER_SHARED_MEMORY),
+    ("prefill tiles, head 256, 2:1", [140, 1], [260, 70], 4, 2, 256, None, config.HOPPER_SHARED_MEMORY),
+    ("decode tiles, head 128, 4:1, whole sequences", [1, 1], [300, 75], 8, 2, 128, 1, config.HOPPER_SHARED_MEMORY),
+    ("decode tiles, head 128, 4:1, 4 splits", [1, 1], [300, 75], 8, 2, 128, 4, config.HOPPER_SHARED_MEMORY),
+    ("decode tiles, head 256, 2:1, 2 splits", [1, 1], [300, 75], 4, 2, 256, 2, config.HOPPER_SHARED_MEMORY),
+    ("decode tiles, MQA 32:1, 8 splits", [1, 1], [700, 260], 32, 1, 128, 8, config.HOPPER_SHARED_MEMORY),
+    ("decode tiles, MQA 32:1, 16 splits", [1, 1], [700, 260], 32, 1, 128, 16, config.HOPPER_SHARED_MEMORY),
+    ("prefill tiles, head 128, 4:1, 99 KB", [140, 1], [300, 60], 8, 2, 128, None, AMPERE_CONSUMER),
+    ("prefill tiles, head 256, 2:1, 99 KB", [140, 1], [260, 70], 4, 2, 256, None, AMPERE_CONSUMER),
+    ("decode tiles, head 128, 4:1, 99 KB", [1, 1], [300, 75], 8, 2, 128, 1, AMPERE_CONSUMER),
 ]
+
+
+def gpu_rules(monkeypatch, shared_memory=config.HOPPER_SHARED_MEMORY):
+    """Make the launcher pick the tiles of a GPU with ``shared_memory`` bytes per block."""
+    monkeypatch.setattr(config, "interpreting", lambda: False)
+    monkeypatch.setattr(config, "shared_memory_per_block", lambda device: shared_memory)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[r[0] for r in RULES])
 def test_gpu_tile_rules_match_reference(device, monkeypatch, rule):
-    scenario, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, splits = rule
-    monkeypatch.setattr(config, "interpreting", lambda: False)  # the GPU's tile rules
+    scenario, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, splits, shared_memory = rule
+    gpu_rules(monkeypatch, shared_memory)
     batch = make_batch(q_lens, kv_lens, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
                        head_dim=head_dim, device=device, seed=len(scenario))
     qpk = num_q_heads // num_kv_heads
-    tiles = (config.prefill_tiles(head_dim, qpk, batch.query.dtype) if splits is None
-             else config.decode_tiles(head_dim, qpk, splits, batch.query.dtype))
+    dtype = batch.query.dtype
+    tiles = (config.prefill_tiles(head_dim, qpk, dtype, shared_memory) if splits is None
+             else config.decode_tiles(head_dim, qpk, splits, dtype, dtype, shared_memory))
     assert tiles.block_n >= 32, tiles  # a GPU rule, not the interpreter's 16-token steps
     kwargs = {} if splits is None else {"num_kv_splits": splits}
     check(scenario, batch, **kwargs)
+
+
+def test_gpu_fp8_decode_tiles_match_reference(device, monkeypatch):
+    """The fp8 cache's own rule (128-token steps for whole sequences)."""
+    gpu_rules(monkeypatch)
+    assert config.decode_tiles(128, 4, 1, torch.float16, torch.float8_e4m3fn).block_n == 128
+    batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=128,
+                       device=device)
+    k_scale, v_scale = heads_tensor([0.02], device), heads_tensor([0.015], device)
+    cache = fp8_cache_like(batch, k_scale, v_scale)
+    args = (batch.query, cache, batch.cu_seqlens_q, batch.seq_lens, batch.block_table)
+    out = batch.poisoned_out()
+    fk.paged_attention(*args, max_query_len=1, out=out, k_scale=k_scale, v_scale=v_scale,
+                       num_kv_splits=1)
+    ref_fp8 = fk.paged_attention_reference(*args, k_scale=k_scale, v_scale=v_scale)
+    assert_matches_reference("fp8 decode tiles (vs fp8 reference)", out, ref_fp8)
