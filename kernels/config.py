@@ -70,19 +70,24 @@ def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch
         # H200, bf16, 16/8 heads, head 256, one causal sequence of 4k / 16k tokens, sweep of
         # block_m {64, 128} x block_n {32, 64} x warps {4, 8} x stages {2, 3} (the tiles that fit
         # shared memory): 128/64/8/2 gave 342 / 462 TFLOP/s, the best; 64/32/8/2 (the previous
-        # choice) 131 / 144. 197 KB of shared memory.
+        # choice) 131 / 144. 197 KB of shared memory. With the block-table lookahead (same run)
+        # 313 / 422 against 346 / 462: at two stages the copies gain nothing from it.
         return TileConfig(block_m=max(128, min_rows), block_n=64, num_warps=8, num_stages=2)
     if padded_head_dim(head_dim) <= 64:
         # H200, bf16, 32/32 heads, head 64, 4k / 16k tokens, sweep of block_m {64, 128} x
         # block_n {64, 128} x warps {4, 8} x stages {2, 3, 4}: 64/64/4/2 gave 284 / 355 TFLOP/s,
-        # the best with 128/128/4/3 (257 / 354); the head-128 choice below 212 / 266.
+        # the best with 128/128/4/3 (257 / 354); the head-128 choice below 212 / 266. With the
+        # lookahead the best, 128/64/8/3, gave 284 / 365 against 287 / 355 for this tile in the
+        # same run: not worth its 128 KB of shared memory.
         return TileConfig(block_m=max(64, min_rows), block_n=64, num_warps=4, num_stages=2)
     # H200, bf16, 32/8 heads, head 128, page 16, one causal sequence of 4k / 16k tokens, sweep of
     # block_m {64, 128} x block_n {32, 64, 128} x warps {4, 8} x stages {2, 3, 4}: 128/128/8/3
     # gave 322 / 414 TFLOP/s, the best; 128/64/8/3 (the previous choice) 287 / 352. With the
     # block-table lookahead, 1k / 4k / 16k: 177 / 382 / 442 against 177 / 351 / 405 without
-    # (same run); 128/64/8/3 with it 187 / 382 / 423; two stages lose (319 / 364 at 4k / 16k).
-    # 229 KB of shared memory: three stages of 128-token K and V tiles.
+    # (same run); 128/64/8/3 with it 187 / 382 / 423; two stages lose (319 / 364 at 4k / 16k),
+    # and so do 64-row tiles two programs per SM could hold (64/64/4/3: 176 / 330 / 364). GQA
+    # 7:1 (28/4), 4k / 16k: 368 / 430 with it, 317 / 377 without. 229 KB of shared memory:
+    # three stages of 128-token K and V tiles. (benchmarks/results/tiles-h200/tune_lookahead_*)
     return TileConfig(block_m=max(128, min_rows), block_n=128, num_warps=8, num_stages=3,
                       lookahead=True)
 
