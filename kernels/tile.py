@@ -88,8 +88,8 @@ def attend_kv_range(
         # the K/V copies run num_stages - 1 tiles ahead. The lookup past the end is clamped to
         # the last token, so it stays inside the block table.
         last_pos = tl.maximum(kv_end - 1, 0)
-        next_rows = kv_token_offsets(block_table_row, tl.minimum(loop_start + offs_n, last_pos), None,
-                                     stride_page, stride_slot, PAGE_SIZE)
+        next_rows = kv_token_offsets(block_table_row, tl.minimum(loop_start + offs_n, last_pos),
+                                     None, stride_page, stride_slot, PAGE_SIZE)
     for start_n in range(loop_start, kv_end, BLOCK_N):
         kv_pos = start_n + offs_n
         # Masks only where needed: an unmasked load of whole 16-byte vectors is what lets the
@@ -109,7 +109,8 @@ def attend_kv_range(
                 next_rows = kv_token_offsets(block_table_row, tl.minimum(kv_pos + BLOCK_N, last_pos),
                                              None, stride_page, stride_slot, PAGE_SIZE)
             else:
-                rows = kv_token_offsets(block_table_row, kv_pos, None, stride_page, stride_slot, PAGE_SIZE)
+                rows = kv_token_offsets(block_table_row, kv_pos, None, stride_page, stride_slot,
+                                        PAGE_SIZE)
             if HEAD_DIM_P != HEAD_DIM:
                 kv_mask = (offs_d < HEAD_DIM)[None, :]
             else:

@@ -17,19 +17,20 @@ from ..accuracy import assert_matches_reference
 from .test_paged_attention import check
 from .test_variants import fp8_cache_like, heads_tensor
 
-AMPERE_CONSUMER = 101376  # shared memory per block of sm_86 / sm_89 (99 KB)
+HOPPER = config.HOPPER_SHARED_MEMORY  # shared memory per block (227 KB)
+AMPERE_CONSUMER = 101376  # sm_86 / sm_89 (99 KB)
 
 # (scenario, query lengths, KV lengths, query heads, KV heads, head size, KV splits or None,
 #  shared memory per block)
 RULES = [
-    ("prefill tiles, head 64, 1:1", [130, 1], [200, 90], 2, 2, 64, None, config.HOPPER_SHARED_MEMORY),
-    ("prefill tiles, head 128, 4:1", [140, 1], [300, 60], 8, 2, 128, None, config.HOPPER_SHARED_MEMORY),
-    ("prefill tiles, head 256, 2:1", [140, 1], [260, 70], 4, 2, 256, None, config.HOPPER_SHARED_MEMORY),
-    ("decode tiles, head 128, 4:1, whole sequences", [1, 1], [300, 75], 8, 2, 128, 1, config.HOPPER_SHARED_MEMORY),
-    ("decode tiles, head 128, 4:1, 4 splits", [1, 1], [300, 75], 8, 2, 128, 4, config.HOPPER_SHARED_MEMORY),
-    ("decode tiles, head 256, 2:1, 2 splits", [1, 1], [300, 75], 4, 2, 256, 2, config.HOPPER_SHARED_MEMORY),
-    ("decode tiles, MQA 32:1, 8 splits", [1, 1], [700, 260], 32, 1, 128, 8, config.HOPPER_SHARED_MEMORY),
-    ("decode tiles, MQA 32:1, 16 splits", [1, 1], [700, 260], 32, 1, 128, 16, config.HOPPER_SHARED_MEMORY),
+    ("prefill tiles, head 64, 1:1", [130, 1], [200, 90], 2, 2, 64, None, HOPPER),
+    ("prefill tiles, head 128, 4:1", [140, 1], [300, 60], 8, 2, 128, None, HOPPER),
+    ("prefill tiles, head 256, 2:1", [140, 1], [260, 70], 4, 2, 256, None, HOPPER),
+    ("decode tiles, head 128, 4:1, whole sequences", [1, 1], [300, 75], 8, 2, 128, 1, HOPPER),
+    ("decode tiles, head 128, 4:1, 4 splits", [1, 1], [300, 75], 8, 2, 128, 4, HOPPER),
+    ("decode tiles, head 256, 2:1, 2 splits", [1, 1], [300, 75], 4, 2, 256, 2, HOPPER),
+    ("decode tiles, MQA 32:1, 8 splits", [1, 1], [700, 260], 32, 1, 128, 8, HOPPER),
+    ("decode tiles, MQA 32:1, 16 splits", [1, 1], [700, 260], 32, 1, 128, 16, HOPPER),
     ("prefill tiles, head 128, 4:1, 99 KB", [140, 1], [300, 60], 8, 2, 128, None, AMPERE_CONSUMER),
     ("prefill tiles, head 256, 2:1, 99 KB", [140, 1], [260, 70], 4, 2, 256, None, AMPERE_CONSUMER),
     ("decode tiles, head 128, 4:1, 99 KB", [1, 1], [300, 75], 8, 2, 128, 1, AMPERE_CONSUMER),
