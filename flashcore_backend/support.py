@@ -24,6 +24,7 @@ FP8_KV_CACHE_DTYPES = ["fp8", "fp8_e4m3"]
 SUPPORTED_KV_CACHE_DTYPES = ["auto", "float16", "bfloat16", *FP8_KV_CACHE_DTYPES]
 PAGE_SIZE_MULTIPLE = 16  # vLLM's block_size; the kernels' KV tiles are 16-token multiples
 MIN_COMPUTE_CAPABILITY = 80  # Ampere and newer (bf16 tensor cores); measured on H100 (90)
+FP8_MIN_COMPUTE_CAPABILITY = checks.FP8_MIN_CAPABILITY[0] * 10 + checks.FP8_MIN_CAPABILITY[1]
 
 _CACHE_DTYPE_TO_TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -79,6 +80,16 @@ def capability_reason(device_capability) -> str | None:
             f"supported (needs {MIN_COMPUTE_CAPABILITY // 10}.{MIN_COMPUTE_CAPABILITY % 10} or newer)")
 
 
+def fp8_capability_reason(kv_cache_dtype: str | None, device_capability) -> str | None:
+    if (kv_cache_dtype not in FP8_KV_CACHE_DTYPES or device_capability is None
+            or device_capability.to_int() >= FP8_MIN_COMPUTE_CAPABILITY):
+        return None
+    return (f"FLASHCORE: an fp8 KV cache needs compute capability "
+            f"{FP8_MIN_COMPUTE_CAPABILITY // 10}.{FP8_MIN_COMPUTE_CAPABILITY % 10} or newer "
+            f"(Triton has no float8 e4m3 before Ada); this GPU is "
+            f"{device_capability.as_version_str()}")
+
+
 # Feature flags of vLLM's selector config that the kernels do not implement.
 FLAG_REASONS = {
     "use_mla": "FLASHCORE: multi-head latent attention (MLA) is not supported",
@@ -100,7 +111,8 @@ def selection_reasons(*, head_size, dtype, kv_cache_dtype, block_size, attn_type
     """Reasons the kernels can't run a layer, from what vLLM's backend selector knows."""
     reasons = [head_size_reason(head_size), dtype_reason(dtype),
                kv_cache_dtype_reason(kv_cache_dtype, dtype), block_size_reason(block_size),
-               attn_type_reason(attn_type), capability_reason(device_capability)]
+               attn_type_reason(attn_type), capability_reason(device_capability),
+               fp8_capability_reason(kv_cache_dtype, device_capability)]
     for name, value in flags.items():
         if value and name in FLAG_REASONS:
             reasons.append(FLAG_REASONS[name])

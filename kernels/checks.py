@@ -11,6 +11,7 @@ import torch
 ATTENTION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 METADATA_DTYPES = (torch.int32,)
 FP8_CACHE_DTYPES = (torch.float8_e4m3fn,)
+FP8_MIN_CAPABILITY = (8, 9)  # Ada: Triton compiles float8 e4m3 from here on
 MIN_HEAD_DIM, MAX_HEAD_DIM, HEAD_DIM_MULTIPLE = 16, 256, 8
 
 
@@ -151,6 +152,12 @@ def variant(num_q_heads, device, cache_dtype, causal, sliding_window, logits_sof
 def fp8_scales(cache_dtype, k_scale, v_scale, device) -> None:
     """Per-tensor scales come with an fp8 cache, and only with one."""
     fp8 = cache_dtype in FP8_CACHE_DTYPES
+    if fp8 and torch.device(device).type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if capability < FP8_MIN_CAPABILITY:
+            raise ValueError(f"an fp8 KV cache needs compute capability "
+                             f"{'.'.join(map(str, FP8_MIN_CAPABILITY))} or newer (Triton has no "
+                             f"float8 e4m3 before Ada); this GPU is {'.'.join(map(str, capability))}")
     if fp8 != (k_scale is not None) or (k_scale is None) != (v_scale is None):
         raise ValueError(f"k_scale and v_scale are required with an fp8 KV cache and only then "
                          f"(cache dtype {cache_dtype}, k_scale {'set' if k_scale is not None else 'None'}, "

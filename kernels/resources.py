@@ -17,10 +17,12 @@ import sys
 
 import torch
 
+from .checks import FP8_MIN_CAPABILITY
+
 # Largest dynamic shared memory per block (bytes), by compute capability.
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8_e4m3fn": "fp8e4nv"}
-FP8_MIN_ARCH = 89  # the first architecture with float8_e4m3 (Ada)
+FP8_MIN_ARCH = 10 * FP8_MIN_CAPABILITY[0] + FP8_MIN_CAPABILITY[1]  # Ada: Triton's first e4m3
 # (model dtype, KV-cache dtype): 16-bit, float32 (four-byte tiles), bf16 over an fp8 cache.
 DTYPE_PAIRS = ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
                (torch.bfloat16, torch.float8_e4m3fn))

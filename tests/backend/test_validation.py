@@ -86,6 +86,13 @@ def test_old_gpus_are_refused():
     assert "compute capability 7.5" in reason
 
 
+def test_fp8_cache_needs_ada_or_newer():
+    [reason] = reasons(device_capability=DeviceCapability(8, 6), kv_cache_dtype="fp8")
+    assert "fp8 KV cache needs compute capability 8.9" in reason and "8.6" in reason
+    assert reasons(device_capability=DeviceCapability(8, 9), kv_cache_dtype="fp8") == []
+    assert reasons(device_capability=DeviceCapability(8, 0)) == []
+
+
 def test_reasons_accumulate_and_kv_connectors_are_fine():
     assert len(reasons(use_non_causal=True, kv_cache_dtype="fp8_e5m2", head_size=300)) == 3
     assert reasons(use_kv_connector=True) == []

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import flashcore_kernels as fk
+from flashcore_kernels import checks
 
 from ..paged_batch import make_batch
 
@@ -81,3 +82,10 @@ def test_workspace_too_small(batch):
     ws = fk.SplitKVWorkspace.allocate(1, 4, 2, 64, batch.query.device)
     with pytest.raises(ValueError, match="workspace too small"):
         call(batch, workspace=ws, num_kv_splits=64)
+
+
+def test_fp8_cache_needs_ada_or_newer(monkeypatch):
+    """Triton compiles no float8 e4m3 before compute capability 8.9: say so before any launch."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    with pytest.raises(ValueError, match=r"fp8 KV cache needs compute capability 8\.9 .* 8\.6"):
+        checks.fp8_scales(torch.float8_e4m3fn, None, None, torch.device("cuda"))
