@@ -24,7 +24,6 @@ FP8_KV_CACHE_DTYPES = ["fp8", "fp8_e4m3"]
 SUPPORTED_KV_CACHE_DTYPES = ["auto", "float16", "bfloat16", *FP8_KV_CACHE_DTYPES]
 PAGE_SIZE_MULTIPLE = 16  # vLLM's block_size; the kernels' KV tiles are 16-token multiples
 MIN_COMPUTE_CAPABILITY = 80  # Ampere and newer (bf16 tensor cores); measured on H100 (90)
-FP8_MIN_COMPUTE_CAPABILITY = checks.FP8_MIN_CAPABILITY[0] * 10 + checks.FP8_MIN_CAPABILITY[1]
 
 _CACHE_DTYPE_TO_TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -82,10 +81,10 @@ def capability_reason(device_capability) -> str | None:
 
 def fp8_capability_reason(kv_cache_dtype: str | None, device_capability) -> str | None:
     if (kv_cache_dtype not in FP8_KV_CACHE_DTYPES or device_capability is None
-            or device_capability.to_int() >= FP8_MIN_COMPUTE_CAPABILITY):
+            or device_capability.to_int() >= checks.FP8_MIN_ARCH):
         return None
     return (f"FLASHCORE: an fp8 KV cache needs compute capability "
-            f"{FP8_MIN_COMPUTE_CAPABILITY // 10}.{FP8_MIN_COMPUTE_CAPABILITY % 10} or newer "
+            f"{'.'.join(map(str, checks.FP8_MIN_CAPABILITY))} or newer "
             f"(Triton has no float8 e4m3 before Ada); this GPU is "
             f"{device_capability.as_version_str()}")
 

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 
 import torch
 
+from . import config
+
 ATTENTION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 METADATA_DTYPES = (torch.int32,)
 FP8_CACHE_DTYPES = (torch.float8_e4m3fn,)
 FP8_MIN_CAPABILITY = (8, 9)  # Ada: Triton compiles float8 e4m3 from here on
+FP8_MIN_ARCH = 10 * FP8_MIN_CAPABILITY[0] + FP8_MIN_CAPABILITY[1]  # the same, as sm_89
 MIN_HEAD_DIM, MAX_HEAD_DIM, HEAD_DIM_MULTIPLE = 16, 256, 8
 
 
@@ -150,10 +153,10 @@ def variant(num_q_heads, device, cache_dtype, causal, sliding_window, logits_sof
 
 
 def fp8_scales(cache_dtype, k_scale, v_scale, device) -> None:
-    """Per-tensor scales come with an fp8 cache, and only with one."""
+    """Per-tensor scales come with an fp8 cache, and only with one; the GPU must have fp8."""
     fp8 = cache_dtype in FP8_CACHE_DTYPES
     if fp8 and torch.device(device).type == "cuda":
-        capability = torch.cuda.get_device_capability(device)
+        capability = config.compute_capability(torch.device(device))
         if capability < FP8_MIN_CAPABILITY:
             raise ValueError(f"an fp8 KV cache needs compute capability "
                              f"{'.'.join(map(str, FP8_MIN_CAPABILITY))} or newer (Triton has no "

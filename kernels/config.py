@@ -137,6 +137,11 @@ def shared_memory_per_block(device: torch.device) -> int:
 
 
 @lru_cache(maxsize=None)
+def compute_capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
+
+
+@lru_cache(maxsize=None)
 def multiprocessor_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 4  # the interpreter: a small "GPU", so CPU tests exercise split-KV

@@ -17,12 +17,12 @@ import sys
 
 import torch
 
-from .checks import FP8_MIN_CAPABILITY
+from .checks import FP8_MIN_ARCH
+from .config import HOPPER_SHARED_MEMORY
 
 # Largest dynamic shared memory per block (bytes), by compute capability.
-SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
+SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: HOPPER_SHARED_MEMORY}
 DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8_e4m3fn": "fp8e4nv"}
-FP8_MIN_ARCH = 10 * FP8_MIN_CAPABILITY[0] + FP8_MIN_CAPABILITY[1]  # Ada: Triton's first e4m3
 # (model dtype, KV-cache dtype): 16-bit, float32 (four-byte tiles), bf16 over an fp8 cache.
 DTYPE_PAIRS = ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
                (torch.bfloat16, torch.float8_e4m3fn))
@@ -80,11 +80,13 @@ def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim:
     if kind == "prefill":
         kernel = prefill_kernel
         tiles = config.prefill_tiles(head_dim, queries_per_kv, dtype, SHARED_LIMIT[arch])
-        constants.update(BLOCK_Q=tiles.block_m // queries_per_kv, CAUSAL=True, LOOKAHEAD=tiles.lookahead)
+        constants.update(BLOCK_Q=tiles.block_m // queries_per_kv, CAUSAL=True,
+                         LOOKAHEAD=tiles.lookahead)
     else:  # "decode" (whole sequences) or "decode-split" (split-KV, other pipeline depth)
         kernel = decode_kernel
         splits = 8 if kind == "decode-split" else 1
-        tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype, kv_dtype, SHARED_LIMIT[arch])
+        tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype, kv_dtype,
+                                    SHARED_LIMIT[arch])
         constants.update(NUM_SPLITS=splits)
     constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
     sig, constexprs, attrs = _signature(kernel, pointers, constants)

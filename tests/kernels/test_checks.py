@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import flashcore_kernels as fk
-from flashcore_kernels import checks
+from flashcore_kernels import checks, config
 
 from ..paged_batch import make_batch
 
@@ -86,6 +86,6 @@ def test_workspace_too_small(batch):
 
 def test_fp8_cache_needs_ada_or_newer(monkeypatch):
     """Triton compiles no float8 e4m3 before compute capability 8.9: say so before any launch."""
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    monkeypatch.setattr(config, "compute_capability", lambda device: (8, 6))
     with pytest.raises(ValueError, match=r"fp8 KV cache needs compute capability 8\.9 .* 8\.6"):
         checks.fp8_scales(torch.float8_e4m3fn, None, None, torch.device("cuda"))

@@ -9,11 +9,12 @@ CPU before a GPU runs it. fp16: the interpreter's bf16 dot is not exact.
 
 import pytest
 import torch
-from flashcore_kernels import config
 
 import flashcore_kernels as fk
-from ..paged_batch import make_batch
+from flashcore_kernels import config
+
 from ..accuracy import assert_matches_reference
+from ..paged_batch import make_batch
 from .test_paged_attention import check
 from .test_variants import fp8_cache_like, heads_tensor
 
@@ -37,7 +38,7 @@ RULES = [
 ]
 
 
-def gpu_rules(monkeypatch, shared_memory=config.HOPPER_SHARED_MEMORY):
+def gpu_rules(monkeypatch, shared_memory=HOPPER):
     """Make the launcher pick the tiles of a GPU with ``shared_memory`` bytes per block."""
     monkeypatch.setattr(config, "interpreting", lambda: False)
     monkeypatch.setattr(config, "shared_memory_per_block", lambda device: shared_memory)
