@@ -5,6 +5,7 @@ and print the rate of each candidate: how the numbers in config.py's comments we
     python benchmarks/tune_tiles.py --suite prefill --geometry mha-d64 --lengths 1024,4096 \\
         --block-m 64,128 --block-n 64,128 --warps 4,8 --stages 2,3 --lookahead 0,1
     python benchmarks/tune_tiles.py --suite decode --kv-cache-dtype fp8 --block-n 64,128
+    python benchmarks/tune_tiles.py --suite decode --geometry mqa --block-m 32,64 --block-n 64,128
 
 bf16, page 16, random page order, CUDA-graph replay timing; a geometry from geometry.py.
 """
@@ -40,12 +41,14 @@ def rate(spec, g, suite) -> float:
 def sweep(suite, g, cases, grid):
     print(f"{suite}, {g}: " + " / ".join(c.label for c in cases)
           + (" (TFLOP/s)" if suite == "prefill" else " (TB/s)"))
-    blocks_m = grid["block_m"] if suite == "prefill" else (None,)
+    # Decode rows default to the group size; a larger block_m pads the group (wgmma needs 64 rows).
+    blocks_m = grid["block_m"] or ((64, 128) if suite == "prefill" else (None,))
     lookaheads = grid["lookahead"] if suite == "prefill" else (False,)  # decode never looks ahead
     for block_m, block_n, warps, stages, lookahead in itertools.product(
             blocks_m, grid["block_n"], grid["warps"], grid["stages"], lookaheads):
         def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages, la=lookahead):
-            return config.TileConfig(bm or max(16, 1 << (qpk - 1).bit_length()), bn, w, s, la)
+            rows = max(16, 1 << (qpk - 1).bit_length())
+            return config.TileConfig(max(bm or rows, rows), bn, w, s, la)
 
         setattr(config, f"{suite}_tiles", tiles)
         try:
@@ -66,7 +69,8 @@ def main():
     p.add_argument("--suite", choices=["prefill", "decode"], action="append")
     p.add_argument("--geometry", default="llama3-8b")
     p.add_argument("--lengths", type=ints, default=(4096, 16384), help="prefill sequence lengths")
-    p.add_argument("--block-m", type=ints, default=(64, 128))
+    p.add_argument("--block-m", type=ints,
+                   help="query rows per program (default: prefill 64,128; decode the group size)")
     p.add_argument("--block-n", type=ints, default=(32, 64, 128))
     p.add_argument("--warps", type=ints, default=(2, 4, 8))
     p.add_argument("--stages", type=ints, default=(2, 3, 4))
