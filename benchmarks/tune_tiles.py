@@ -38,30 +38,45 @@ def rate(spec, g, suite) -> float:
                                    inp.query.element_size()) / ms / 1e9
 
 
+def with_splits(count):
+    """config.num_kv_splits fixed to ``count`` (None: the heuristic)."""
+    return (lambda *_: count) if count else HEURISTIC_SPLITS
+
+
+HEURISTIC_SPLITS = config.num_kv_splits
+
+
 def sweep(suite, g, cases, grid):
     print(f"{suite}, {g}: " + " / ".join(c.label for c in cases)
           + (" (TFLOP/s)" if suite == "prefill" else " (TB/s)"))
     # Decode rows default to the group size; a larger block_m pads the group (wgmma needs 64 rows).
     blocks_m = grid["block_m"] or ((64, 128) if suite == "prefill" else (None,))
     lookaheads = grid["lookahead"] if suite == "prefill" else (False,)  # decode never looks ahead
-    for block_m, block_n, warps, stages, lookahead in itertools.product(
-            blocks_m, grid["block_n"], grid["warps"], grid["stages"], lookaheads):
+    splits = grid["splits"] if suite == "decode" else (None,)
+    for block_m, block_n, warps, stages, lookahead, split in itertools.product(
+            blocks_m, grid["block_n"], grid["warps"], grid["stages"], lookaheads, splits):
         def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages, la=lookahead):
             rows = max(16, 1 << (qpk - 1).bit_length())
             return config.TileConfig(max(bm or rows, rows), bn, w, s, la)
 
         setattr(config, f"{suite}_tiles", tiles)
+        config.num_kv_splits = with_splits(split)
         try:
             values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)
         except Exception as e:  # a tile that does not fit shared memory, for example
             values = f"failed: {type(e).__name__}"
         ahead = f" lookahead={int(lookahead)}" if suite == "prefill" else ""
+        ahead += f" splits={split}" if split else ""
         print(f"  block_m={block_m} block_n={block_n} warps={warps} stages={stages}{ahead}: {values}",
               flush=True)
 
 
 def ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
+
+
+def shapes(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple(tuple(int(v) for v in shape.split("x")) for shape in text.split(","))
 
 
 def main():
@@ -76,6 +91,10 @@ def main():
     p.add_argument("--stages", type=ints, default=(2, 3, 4))
     p.add_argument("--lookahead", type=ints, default=(0, 1),
                    help="prefill: read the block table one tile ahead (1) or not (0)")
+    p.add_argument("--splits", type=ints, default=(0,),
+                   help="decode: split-KV counts to try (0: config.num_kv_splits' choice)")
+    p.add_argument("--decode-shapes", type=shapes, default=DECODE_SHAPES,
+                   help="decode batches as BATCHxCONTEXT,... (default 1x8192,8x2048,64x8192,256x8192)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"],
                    help="decode over an fp8 KV cache (GB/s then count one byte per element)")
     args = p.parse_args()
@@ -83,11 +102,12 @@ def main():
         sys.exit("needs a CUDA GPU")
     g = geometry.get(args.geometry)
     grid = {"block_m": args.block_m, "block_n": args.block_n, "warps": args.warps,
-            "stages": args.stages, "lookahead": tuple(bool(v) for v in args.lookahead)}
+            "stages": args.stages, "lookahead": tuple(bool(v) for v in args.lookahead),
+            "splits": args.splits}
     variant = batches.Variant(kv_cache_dtype=args.kv_cache_dtype)
     for suite in args.suite or ["prefill", "decode"]:
         cases = ([batches.prefill_batch(1, n) for n in args.lengths] if suite == "prefill"
-                 else [batches.decode_batch(b, c, variant) for b, c in DECODE_SHAPES])
+                 else [batches.decode_batch(b, c, variant) for b, c in args.decode_shapes])
         sweep(suite, g, cases, grid)
 
 

@@ -148,20 +148,38 @@ def multiprocessor_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device) -> int:
-    """Split each decode sequence's KV range so that about two programs run per SM.
+def decode_programs_per_sm(queries_per_kv: int) -> int:
+    """Decode programs one Hopper SM holds at once, limited by registers (compiled for sm_90,
+    head 128, 4 warps): 111 registers a thread for the 64-token tile of small groups leave room
+    for four; 209 registers and 82 KB of shared memory for the 128-token tile of groups of 32 or
+    more (``decode_tiles``) for two."""
+    return 2 if queries_per_kv > 16 else 4
+
+
+def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
+                  queries_per_kv: int = 1) -> int:
+    """Split each decode sequence's KV range so that the programs fill one wave of the GPU.
 
     Without splitting, a decode batch launches num_seqs * num_kv_heads programs; at batch 1 with
     8 KV heads that is 8 programs on a 132-SM H100, and the KV read runs at a few percent of the
-    memory bandwidth. A power of two keeps the merge kernel's load of all partials a single tile.
+    memory bandwidth. More programs than the SMs hold at once (``decode_programs_per_sm``) start a
+    second, mostly idle wave, so the count is the largest power of two that keeps one wave. H200,
+    TB/s of KV read, splits 8 / 16 / 32 / 64: 32/8 heads at 1x8k 1.42 2.23 2.60 2.70 (64 chosen),
+    at 8x8k 3.88 3.74 3.59 3.50 (8); MQA (two per SM), splits 2 / 4 / 8 at 64x8k 2.78 3.37 3.15
+    (4), at 256x2k one split 3.81, two 3.19 (1). The choice was the best at every shape of
+    benchmarks/results/tiles-h200/tune_splits.txt but MQA 8x2k (32 splits 0.90, 16 0.94). The
+    previous rule (about two programs per SM, rounded up) gave MQA 8 splits at 64x8k, 2 at 256x2k
+    and 64 at 8x2k (0.75). A power of two keeps the merge kernel's load of all partials a single
+    tile.
     """
     programs = max(1, num_seqs * num_kv_heads)
-    target = 2 * multiprocessor_count(device)
-    if programs >= target:
-        return 1
-    return min(MAX_KV_SPLITS, triton.next_power_of_2(triton.cdiv(target, programs)))
+    wave = decode_programs_per_sm(queries_per_kv) * multiprocessor_count(device)
+    splits = max(1, wave // programs)
+    return min(MAX_KV_SPLITS, 1 << (splits.bit_length() - 1))  # the power of two at or below
 
 
-def split_kv_rows(max_num_seqs: int, num_kv_heads: int, device: torch.device) -> int:
+def split_kv_rows(max_num_seqs: int, num_kv_heads: int, device: torch.device,
+                  queries_per_kv: int = 1) -> int:
     """Rows of partial results (one per sequence and split) the largest batch can need."""
-    return max(n * num_kv_splits(n, num_kv_heads, device) for n in range(1, max_num_seqs + 1))
+    return max(n * num_kv_splits(n, num_kv_heads, device, queries_per_kv)
+               for n in range(1, max_num_seqs + 1))

@@ -24,7 +24,8 @@ class SplitKVWorkspace:
     def allocate(cls, max_num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  device: torch.device) -> "SplitKVWorkspace":
         """Enough rows for any batch of up to ``max_num_seqs`` sequences."""
-        rows = config.split_kv_rows(max_num_seqs, num_kv_heads, torch.device(device))
+        rows = config.split_kv_rows(max_num_seqs, num_kv_heads, torch.device(device),
+                                    num_q_heads // num_kv_heads)
         return cls.with_rows(rows, num_q_heads, head_dim, device)
 
     @classmethod
@@ -106,7 +107,8 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
         raise ValueError(f"out has shape {tuple(out.shape)}, query has {tuple(query.shape)}")
     if max_query_len < 1 and num_tokens > 0:
         raise ValueError(f"max_query_len must be at least 1, got {max_query_len}")
-    splits = num_kv_splits or config.num_kv_splits(num_seqs, num_kv_heads, device)
+    splits = num_kv_splits or config.num_kv_splits(num_seqs, num_kv_heads, device,
+                                                   num_q_heads // num_kv_heads)
     if splits & (splits - 1) or not 1 <= splits <= config.MAX_KV_SPLITS:
         raise ValueError(f"num_kv_splits must be a power of two up to {config.MAX_KV_SPLITS}, got {splits}")
     variant = checks.variant(num_q_heads, device, k_cache.dtype, causal, sliding_window,

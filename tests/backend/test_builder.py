@@ -45,7 +45,8 @@ def test_workspace_is_allocated_once_for_the_largest_batch(make_config, device):
     from flashcore_kernels import config
 
     for num_seqs in range(1, G.max_num_seqs + 1):
-        splits = config.num_kv_splits(num_seqs, G.num_kv_heads, device)
+        splits = config.num_kv_splits(num_seqs, G.num_kv_heads, device,
+                                      G.num_q_heads // G.num_kv_heads)
         assert ws.fits(num_seqs * splits, G.num_q_heads, G.head_size)
 
 

@@ -1,0 +1,43 @@
+"""How ``config.num_kv_splits`` spreads a decode batch over an H100/H200-sized GPU (no kernel runs)."""
+
+import pytest
+import torch
+
+from flashcore_kernels import config
+
+SMS = 132
+CUDA = torch.device("cuda")  # only named: the GPU's SM count is patched in
+
+
+@pytest.fixture(autouse=True)
+def hopper_sm_count(monkeypatch):
+    monkeypatch.setattr(config, "multiprocessor_count", lambda device: SMS)
+
+
+@pytest.mark.parametrize("queries_per_kv", [1, 4, 7, 32])
+@pytest.mark.parametrize("num_kv_heads", [1, 4, 8])
+def test_split_count_fills_one_wave_and_no_more(queries_per_kv, num_kv_heads):
+    wave = config.decode_programs_per_sm(queries_per_kv) * SMS
+    for num_seqs in range(1, 300):
+        splits = config.num_kv_splits(num_seqs, num_kv_heads, CUDA, queries_per_kv)
+        programs = num_seqs * num_kv_heads
+        assert splits & (splits - 1) == 0 and 1 <= splits <= config.MAX_KV_SPLITS
+        assert programs * splits <= max(wave, programs)  # one wave, or no split at all
+        if splits < config.MAX_KV_SPLITS:
+            assert 2 * programs * splits > wave  # twice as many would start a second wave
+
+
+# The counts measured best on an H200 (benchmarks/results/tiles-h200/tune_splits.txt).
+@pytest.mark.parametrize("name, num_seqs, num_kv_heads, queries_per_kv, splits", [
+    ("llama 1x8k", 1, 8, 4, 64),
+    ("llama 8x8k", 8, 8, 4, 8),
+    ("llama 32x8k", 32, 8, 4, 2),
+    ("llama 64x8k", 64, 8, 4, 1),
+    ("gqa 7:1 4x8k", 4, 4, 7, 32),
+    ("mqa 64x8k", 64, 1, 32, 4),
+    ("mqa 128x4k", 128, 1, 32, 2),
+    ("mqa 256x2k", 256, 1, 32, 1),
+])
+def test_split_count_is_the_measured_best(name, num_seqs, num_kv_heads, queries_per_kv, splits):
+    assert config.num_kv_splits(num_seqs, num_kv_heads, CUDA, queries_per_kv) == splits
+
