@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flashcore_kernels.warmup import paged_cache_like
+
 FP8 = torch.float8_e4m3fn  # what vLLM's "fp8" KV cache holds on CUDA (stored as uint8 bytes)
 # Per-tensor K/V (and query) scale: vLLM's default when a checkpoint has none
 # (set_default_quant_scales); every backend and the reference use it.
@@ -195,14 +197,13 @@ class Inputs:
 
 
 def _random_cache(inp: Inputs, order) -> torch.Tensor:
-    logical = (inp.num_pages, inp.num_kv_heads, inp.page_size, 2 * inp.head_dim)
-    physical = tuple(logical[i] for i in order)
-    inverse = tuple(order.index(i) for i in range(4))
-    cache = torch.randn(physical, dtype=inp.dtype, device=inp.qkv.device)
+    cache = paged_cache_like(inp.num_pages, inp.num_kv_heads, inp.page_size, inp.head_dim,
+                             inp.dtype, order, inp.qkv.device).normal_()
     if inp.spec.variant.fp8:
         # vLLM allocates an "fp8" cache as uint8 (STR_DTYPE_TO_TORCH_DTYPE); backends view it.
+        # (.to keeps the strides of a dense permuted tensor, and a same-size view keeps them too.)
         cache = cache.to(FP8).view(torch.uint8)
-    return cache.permute(*inverse)
+    return cache
 
 
 def make_inputs(spec: BatchSpec, num_q_heads: int, num_kv_heads: int, head_dim: int,
