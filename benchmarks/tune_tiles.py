@@ -51,7 +51,9 @@ def sweep(suite, g, cases, grid):
           + (" (TFLOP/s)" if suite == "prefill" else " (TB/s)"))
     # Decode rows default to the group size; a larger block_m pads the group (wgmma needs 64 rows).
     blocks_m = grid["block_m"] or ((64, 128) if suite == "prefill" else (None,))
-    lookaheads = grid["lookahead"] if suite == "prefill" else (False,)  # decode never looks ahead
+    # No rule of config.decode_tiles looks ahead (tiles-h200/tune_decode_lookahead.txt): off
+    # for decode unless asked for.
+    lookaheads = grid["lookahead"] or ((False, True) if suite == "prefill" else (False,))
     splits = grid["splits"] if suite == "decode" else (None,)
     for block_m, block_n, warps, stages, lookahead, split in itertools.product(
             blocks_m, grid["block_n"], grid["warps"], grid["stages"], lookaheads, splits):
@@ -65,7 +67,7 @@ def sweep(suite, g, cases, grid):
             values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)
         except Exception as e:  # a tile that does not fit shared memory, for example
             values = f"failed: {type(e).__name__}"
-        ahead = f" lookahead={int(lookahead)}" if suite == "prefill" else ""
+        ahead = f" lookahead={int(lookahead)}" if suite == "prefill" or lookahead else ""
         ahead += f" splits={split}" if split else ""
         print(f"  block_m={block_m} block_n={block_n} warps={warps} stages={stages}{ahead}: {values}",
               flush=True)
@@ -89,8 +91,9 @@ def main():
     p.add_argument("--block-n", type=ints, default=(32, 64, 128))
     p.add_argument("--warps", type=ints, default=(2, 4, 8))
     p.add_argument("--stages", type=ints, default=(2, 3, 4))
-    p.add_argument("--lookahead", type=ints, default=(0, 1),
-                   help="prefill: read the block table one tile ahead (1) or not (0)")
+    p.add_argument("--lookahead", type=ints,
+                   help="read the block table one tile ahead (1) or not (0); default: prefill "
+                        "both, decode 0")
     p.add_argument("--splits", type=ints, default=(0,),
                    help="decode: split-KV counts to try (0: config.num_kv_splits' choice)")
     p.add_argument("--decode-shapes", type=shapes, default=DECODE_SHAPES,
@@ -102,7 +105,8 @@ def main():
         sys.exit("needs a CUDA GPU")
     g = geometry.get(args.geometry)
     grid = {"block_m": args.block_m, "block_n": args.block_n, "warps": args.warps,
-            "stages": args.stages, "lookahead": tuple(bool(v) for v in args.lookahead),
+            "stages": args.stages,
+            "lookahead": tuple(bool(v) for v in args.lookahead) if args.lookahead else None,
             "splits": args.splits}
     variant = batches.Variant(kv_cache_dtype=args.kv_cache_dtype)
     for suite in args.suite or ["prefill", "decode"]:

@@ -24,8 +24,8 @@ class TileConfig:
     block_n: int  # KV tokens per inner-loop step
     num_warps: int
     num_stages: int
-    # Prefill only: read the block table one KV tile ahead (see tile.attend_kv_range), so the
-    # K/V copies run num_stages - 1 tiles ahead of the matrix products.
+    # Read the block table one KV tile ahead (see tile.attend_kv_range), so the K/V copies run
+    # num_stages - 1 tiles ahead of the matrix products. Only the head-128 prefill rule does.
     lookahead: bool = False
 
 

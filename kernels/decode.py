@@ -49,6 +49,7 @@ def decode_kernel(
     SLIDING_WINDOW: tl.constexpr,
     SOFT_CAP: tl.constexpr,
     FP32_DOT: tl.constexpr,
+    LOOKAHEAD: tl.constexpr,  # see attend_kv_range (config.TileConfig.lookahead)
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -100,7 +101,7 @@ def decode_kernel(
     # costs little in a memory-bound loop.
     acc, m_i, l_i = attend_kv_range(
         acc, m_i, l_i, q, q_pos, k_cache, v_cache, block_table_row, kv_start, full_end, qk_scale,
-        stride_page, stride_slot, slope, MASKED=SLIDING_WINDOW > 0, LOOKAHEAD=False, CAUSAL=False,
+        stride_page, stride_slot, slope, MASKED=SLIDING_WINDOW > 0, LOOKAHEAD=LOOKAHEAD, CAUSAL=False,
         SLIDING_WINDOW=SLIDING_WINDOW, SOFT_CAP=SOFT_CAP, PAGE_SIZE=PAGE_SIZE, BLOCK_N=BLOCK_N,
         HEAD_DIM=HEAD_DIM, HEAD_DIM_P=HEAD_DIM_P, FP32_DOT=FP32_DOT)
     acc, m_i, l_i = attend_kv_range(

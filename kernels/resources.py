@@ -87,7 +87,7 @@ def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim:
         splits = 8 if kind == "decode-split" else 1
         tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype, kv_dtype,
                                     SHARED_LIMIT[arch])
-        constants.update(NUM_SPLITS=splits)
+        constants.update(NUM_SPLITS=splits, LOOKAHEAD=tiles.lookahead)
     constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
     sig, constexprs, attrs = _signature(kernel, pointers, constants)
     compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),

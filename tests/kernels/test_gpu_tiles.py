@@ -73,3 +73,13 @@ def test_gpu_fp8_decode_tiles_match_reference(device, monkeypatch):
                        num_kv_splits=1)
     ref_fp8 = fk.paged_attention_reference(*args, k_scale=k_scale, v_scale=v_scale)
     assert_matches_reference("fp8 decode tiles (vs fp8 reference)", out, ref_fp8)
+
+
+def test_decode_with_lookahead_matches_reference(device, monkeypatch):
+    """No decode rule reads the block table ahead yet, but tune_tiles.py can ask for it."""
+    monkeypatch.setattr(config, "decode_tiles",
+                        lambda *_, **__: config.TileConfig(16, 16, 4, 2, lookahead=True))
+    batch = make_batch([1, 1, 1], [300, 75, 16], num_q_heads=8, num_kv_heads=2, head_dim=64,
+                       device=device)
+    for splits in (1, 4):
+        check(f"decode with lookahead, {splits} splits", batch, num_kv_splits=splits)
