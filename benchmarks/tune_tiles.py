@@ -6,7 +6,7 @@ and print the rate of each candidate: how the numbers in config.py's comments we
         --block-m 64,128 --block-n 64,128 --warps 4,8 --stages 2,3 --lookahead 0,1
     python benchmarks/tune_tiles.py --suite decode --kv-cache-dtype fp8 --block-n 64,128
     python benchmarks/tune_tiles.py --suite decode --geometry mqa --block-m 32,64 --block-n 64,128
-    python benchmarks/tune_tiles.py --suite decode --geometry mqa --decode-shapes 64x8192 \
+    python benchmarks/tune_tiles.py --suite decode --geometry mqa --decode-shapes 64x8192 \\
         --block-n 64 --warps 4 --stages 3 --lookahead 0,1 --splits 0,2,4
 
 bf16, page 16, random page order, CUDA-graph replay timing; a geometry from geometry.py.
