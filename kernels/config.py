@@ -148,12 +148,12 @@ def multiprocessor_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def decode_programs_per_sm(queries_per_kv: int) -> int:
-    """Decode programs one Hopper SM holds at once, limited by registers (compiled for sm_90,
-    head 128, 4 warps): 111 registers a thread for the 64-token tile of small groups leave room
-    for four; 209 registers and 82 KB of shared memory for the 128-token tile of groups of 32 or
-    more (``decode_tiles``) for two."""
-    return 2 if queries_per_kv > 16 else 4
+def decode_programs_per_sm(queries_per_kv: int, shared_memory: int = HOPPER_SHARED_MEMORY) -> int:
+    """Decode programs one SM holds at once, limited by registers (compiled for sm_90, head 128,
+    4 warps): 111 registers a thread for the 64-token tile of small groups leave room for four;
+    209 registers and 82 KB of shared memory for the 128-token tile that groups of 32 or more get
+    on Hopper (``decode_tiles``) for two."""
+    return 2 if queries_per_kv > 16 and shared_memory >= HOPPER_SHARED_MEMORY else 4
 
 
 def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
@@ -173,7 +173,8 @@ def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
     tile.
     """
     programs = max(1, num_seqs * num_kv_heads)
-    wave = decode_programs_per_sm(queries_per_kv) * multiprocessor_count(device)
+    wave = (decode_programs_per_sm(queries_per_kv, shared_memory_per_block(device))
+            * multiprocessor_count(device))
     splits = max(1, wave // programs)
     return min(MAX_KV_SPLITS, 1 << (splits.bit_length() - 1))  # the power of two at or below
 

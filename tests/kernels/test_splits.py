@@ -10,8 +10,9 @@ CUDA = torch.device("cuda")  # only named: the GPU's SM count is patched in
 
 
 @pytest.fixture(autouse=True)
-def hopper_sm_count(monkeypatch):
+def hopper(monkeypatch):
     monkeypatch.setattr(config, "multiprocessor_count", lambda device: SMS)
+    monkeypatch.setattr(config, "shared_memory_per_block", lambda device: config.HOPPER_SHARED_MEMORY)
 
 
 @pytest.mark.parametrize("queries_per_kv", [1, 4, 7, 32])
@@ -41,3 +42,12 @@ def test_split_count_fills_one_wave_and_no_more(queries_per_kv, num_kv_heads):
 def test_split_count_is_the_measured_best(name, num_seqs, num_kv_heads, queries_per_kv, splits):
     assert config.num_kv_splits(num_seqs, num_kv_heads, CUDA, queries_per_kv) == splits
 
+
+
+def test_large_groups_count_four_programs_per_sm_where_the_compact_tile_serves_them(monkeypatch):
+    # Below Hopper's shared memory MQA gets the 64-token compact tile (config.decode_tiles), not
+    # the 128-token one that leaves room for only two programs per SM.
+    monkeypatch.setattr(config, "shared_memory_per_block", lambda device: 101376)
+    monkeypatch.setattr(config, "interpreting", lambda: False)  # the GPU rule, not the CPU's
+    assert config.decode_tiles(128, 32, 4, shared_memory=101376).block_n == 64
+    assert config.num_kv_splits(64, 1, CUDA, 32) == 8
