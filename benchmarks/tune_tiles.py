@@ -40,12 +40,12 @@ def rate(spec, g, suite) -> float:
                                    inp.query.element_size()) / ms / 1e9
 
 
-def with_splits(count):
-    """config.num_kv_splits fixed to ``count`` (None: the heuristic)."""
-    return (lambda *_: count) if count else HEURISTIC_SPLITS
-
-
 HEURISTIC_SPLITS = config.num_kv_splits
+
+
+def with_splits(count):
+    """config.num_kv_splits fixed to ``count`` (None or 0: the heuristic)."""
+    return (lambda *_: count) if count else HEURISTIC_SPLITS
 
 
 def sweep(suite, g, cases, grid):

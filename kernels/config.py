@@ -92,6 +92,12 @@ def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch
                       lookahead=True)
 
 
+def _large_group_tile(queries_per_kv: int, shared_memory: int) -> bool:
+    """Whether ``decode_tiles`` may give this group its 128-token tile (it does at 8 splits or
+    fewer, head 128 or less): 32 query rows or more, on a GPU with Hopper's shared memory."""
+    return queries_per_kv > 16 and shared_memory >= HOPPER_SHARED_MEMORY
+
+
 def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
                  dtype: torch.dtype = torch.bfloat16, cache_dtype: torch.dtype | None = None,
                  shared_memory: int = HOPPER_SHARED_MEMORY) -> TileConfig:
@@ -106,7 +112,7 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
                           num_stages=2)
     if padded_head_dim(head_dim) > 128:
         return TileConfig(block_m=rows, block_n=32, num_warps=4, num_stages=3)
-    if rows >= 32 and num_kv_splits <= 8:
+    if _large_group_tile(queries_per_kv, shared_memory) and num_kv_splits <= 8:
         # Large groups (MQA: 32 query heads on one KV head) do 32 rows of matrix products per KV
         # token, and longer steps pay off where each program has a long KV range. H200, MQA,
         # head 128, TB/s of KV read at 1x8k, 8x2k, 64x8k, 256x8k (64, 64, 8, 2 splits), all with
@@ -153,11 +159,11 @@ def decode_programs_per_sm(queries_per_kv: int, shared_memory: int = HOPPER_SHAR
     4 warps): 111 registers a thread for the 64-token tile of small groups leave room for four;
     209 registers and 82 KB of shared memory for the 128-token tile that groups of 32 or more get
     on Hopper (``decode_tiles``) for two."""
-    return 2 if queries_per_kv > 16 and shared_memory >= HOPPER_SHARED_MEMORY else 4
+    return 2 if _large_group_tile(queries_per_kv, shared_memory) else 4
 
 
 def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
-                  queries_per_kv: int = 1) -> int:
+                  queries_per_kv: int) -> int:
     """Split each decode sequence's KV range so that the programs fill one wave of the GPU.
 
     Without splitting, a decode batch launches num_seqs * num_kv_heads programs; at batch 1 with
@@ -180,7 +186,7 @@ def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
 
 
 def split_kv_rows(max_num_seqs: int, num_kv_heads: int, device: torch.device,
-                  queries_per_kv: int = 1) -> int:
+                  queries_per_kv: int) -> int:
     """Rows of partial results (one per sequence and split) the largest batch can need."""
     return max(n * num_kv_splits(n, num_kv_heads, device, queries_per_kv)
                for n in range(1, max_num_seqs + 1))

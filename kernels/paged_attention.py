@@ -107,8 +107,8 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
         raise ValueError(f"out has shape {tuple(out.shape)}, query has {tuple(query.shape)}")
     if max_query_len < 1 and num_tokens > 0:
         raise ValueError(f"max_query_len must be at least 1, got {max_query_len}")
-    splits = num_kv_splits or config.num_kv_splits(num_seqs, num_kv_heads, device,
-                                                   num_q_heads // num_kv_heads)
+    queries_per_kv = num_q_heads // num_kv_heads
+    splits = num_kv_splits or config.num_kv_splits(num_seqs, num_kv_heads, device, queries_per_kv)
     if splits & (splits - 1) or not 1 <= splits <= config.MAX_KV_SPLITS:
         raise ValueError(f"num_kv_splits must be a power of two up to {config.MAX_KV_SPLITS}, got {splits}")
     variant = checks.variant(num_q_heads, device, k_cache.dtype, causal, sliding_window,
@@ -122,7 +122,7 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     common = dict(
         query=query, out=out, k_cache=k_cache, v_cache=v_cache, block_table=block_table,
         cu_seqlens_q=cu_seqlens_q, seq_lens=seq_lens, qk_scale=scale,
-        queries_per_kv=num_q_heads // num_kv_heads, fp32_dot=_needs_fp32_dot(query.dtype),
+        queries_per_kv=queries_per_kv, fp32_dot=_needs_fp32_dot(query.dtype),
         variant=variant)
     _launch_decode(**common, num_seqs=num_seqs, num_splits=splits, workspace=workspace)
     if max_query_len > 1:
