@@ -1,5 +1,7 @@
 """Sweep the kernels' tile sizes on the GPU, overriding the heuristics of flashcore_kernels.config,
-and print the rate of each candidate: how the numbers in config.py's comments were measured.
+and print the rate of each candidate: how the numbers in config.py's comments were measured. The
+prefill sweep starts with the Gluon kernel of Hopper GPUs (hopper_prefill.py) where it serves the
+geometry, then sweeps the Triton kernel's tiles.
 
     python benchmarks/tune_tiles.py [--suite prefill|decode] [--geometry llama3-8b]
     python benchmarks/tune_tiles.py --suite prefill --geometry mha-d64 --lengths 1024,4096 \\
@@ -24,7 +26,8 @@ import batches  # noqa: E402
 import geometry  # noqa: E402
 import harness  # noqa: E402
 
-from flashcore_kernels import config  # noqa: E402
+from flashcore_kernels import config, hopper_prefill  # noqa: E402
+from flashcore_kernels.checks import Variant  # noqa: E402
 
 DECODE_SHAPES = ((1, 8192), (8, 2048), (64, 8192), (256, 8192))  # batch x context
 
@@ -41,6 +44,7 @@ def rate(spec, g, suite) -> float:
 
 
 HEURISTIC_SPLITS = config.num_kv_splits
+HOPPER_PREFILL = hopper_prefill.supports
 
 
 def with_splits(count):
@@ -57,6 +61,14 @@ def sweep(suite, g, cases, grid):
     # for decode unless asked for.
     lookaheads = grid["lookahead"] or ((False, True) if suite == "prefill" else (False,))
     splits = grid["splits"] if suite == "decode" else (None,)
+    if suite == "prefill":
+        # The Gluon kernel first, where it serves this geometry; then prefill.py's tile grid.
+        hopper_prefill.supports = HOPPER_PREFILL
+        if HOPPER_PREFILL(torch.device("cuda"), torch.bfloat16, torch.bfloat16, g.head_dim,
+                          g.num_q_heads // g.num_kv_heads, Variant()):
+            values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)
+            print(f"  hopper_prefill.py: {values}", flush=True)
+        hopper_prefill.supports = lambda *_: False
     for block_m, block_n, warps, stages, lookahead, split in itertools.product(
             blocks_m, grid["block_n"], grid["warps"], grid["stages"], lookaheads, splits):
         def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages, la=lookahead):

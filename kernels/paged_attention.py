@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import checks, config
+from . import checks, config, hopper_prefill
 from .decode import decode_kernel, merge_splits_kernel
 from .prefill import prefill_kernel
 
@@ -170,6 +170,13 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
 
 def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
                     queries_per_kv, fp32_dot, variant, num_seqs, causal):
+    if hopper_prefill.supports(query.device, query.dtype, k_cache.dtype, query.shape[2],
+                               queries_per_kv, variant):
+        hopper_prefill.launch(query=query, out=out, k_cache=k_cache, v_cache=v_cache,
+                              block_table=block_table, cu_seqlens_q=cu_seqlens_q,
+                              seq_lens=seq_lens, qk_scale=qk_scale, queries_per_kv=queries_per_kv,
+                              num_seqs=num_seqs, causal=causal)
+        return
     num_tokens, head_dim = query.shape[0], query.shape[2]
     tiles = config.prefill_tiles(head_dim, queries_per_kv, query.dtype,
                                  config.shared_memory_per_block(query.device))

@@ -1,0 +1,124 @@
+"""The Gluon prefill kernel of Hopper GPUs (``hopper_prefill.py``): when the launcher picks it,
+and, on an sm_90 GPU, its output against the float64 reference.
+
+Gluon has no CPU interpreter, so the kernel itself runs only on an H100/H200; on any other
+machine only the selection rule is checked here. Every other prefill test in the suite also goes
+through this kernel on Hopper wherever ``supports`` says so.
+"""
+
+import pytest
+import torch
+
+from flashcore_kernels import config, hopper_prefill
+from flashcore_kernels.checks import Variant
+
+from ..paged_batch import make_batch
+from .test_paged_attention import check
+
+HOPPER = pytest.mark.skipif(
+    not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)),
+    reason="needs a Hopper (sm_90) GPU")
+CUDA = torch.device("cuda")
+PLAIN = Variant()
+
+
+@pytest.fixture
+def on_hopper(monkeypatch):
+    """Make ``supports`` see an sm_90 GPU, whatever this machine has."""
+    monkeypatch.setattr(config, "interpreting", lambda: False)
+    monkeypatch.setattr(config, "compute_capability", lambda device: (9, 0))
+
+
+def test_serves_plain_fp16_and_bf16_at_its_head_sizes(on_hopper):
+    for dtype in (torch.float16, torch.bfloat16):
+        for head_dim in hopper_prefill.HEAD_DIMS:
+            for qpk in (1, 4, 7, 32):
+                assert hopper_prefill.supports(CUDA, dtype, dtype, head_dim, qpk, PLAIN)
+
+
+@pytest.mark.parametrize("reason,args", [
+    ("head 256", (CUDA, torch.bfloat16, torch.bfloat16, 256, 4, PLAIN)),
+    ("head 96", (CUDA, torch.bfloat16, torch.bfloat16, 96, 4, PLAIN)),
+    ("fp32", (CUDA, torch.float32, torch.float32, 128, 4, PLAIN)),
+    ("fp8 cache", (CUDA, torch.bfloat16, torch.float8_e4m3fn, 128, 4,
+                   Variant(k_scale=torch.ones(1), v_scale=torch.ones(1)))),
+    ("sliding window", (CUDA, torch.bfloat16, torch.bfloat16, 128, 4, Variant(sliding_window=64))),
+    ("soft cap", (CUDA, torch.bfloat16, torch.bfloat16, 128, 4, Variant(soft_cap=30.0))),
+    ("ALiBi", (CUDA, torch.bfloat16, torch.bfloat16, 128, 4, Variant(alibi_slopes=torch.ones(8)))),
+    ("sinks", (CUDA, torch.bfloat16, torch.bfloat16, 128, 4, Variant(sinks=torch.ones(8)))),
+    ("a group larger than the tile", (CUDA, torch.bfloat16, torch.bfloat16, 128, 256, PLAIN)),
+    ("the CPU", (torch.device("cpu"), torch.bfloat16, torch.bfloat16, 128, 4, PLAIN)),
+])
+def test_leaves_everything_else_to_the_triton_kernel(on_hopper, reason, args):
+    assert not hopper_prefill.supports(*args), reason
+
+
+def test_leaves_other_gpus_to_the_triton_kernel(on_hopper, monkeypatch):
+    for capability in ((8, 0), (8, 9), (10, 0), (12, 0)):
+        monkeypatch.setattr(config, "compute_capability", lambda device, c=capability: c)
+        assert not hopper_prefill.supports(CUDA, torch.bfloat16, torch.bfloat16, 128, 4, PLAIN)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Counts the Gluon kernel's launches, so a test knows it ran and not the Triton kernel."""
+    calls = []
+    launch = hopper_prefill.launch
+
+    def counted(**kwargs):
+        calls.append(kwargs["query"].shape)
+        launch(**kwargs)
+
+    monkeypatch.setattr(hopper_prefill, "launch", counted)
+    return calls
+
+
+# Lengths off the 128-token tile and the 16-token page: the diagonal tile, a cached prefix that
+# shifts it, ragged ends, a decode beside the prefills, and a prefill of two tokens.
+CASES = [
+    ("one prompt", [300], [300]),
+    ("prompt over a cached prefix", [200], [777]),
+    ("ragged batch with a decode", [129, 1, 2, 513, 64], [129, 40, 300, 1000, 64]),
+    ("tile-aligned", [256, 128], [512, 128]),
+]
+
+
+@HOPPER
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("head_dim", hopper_prefill.HEAD_DIMS)
+@pytest.mark.parametrize("heads", [(8, 8), (32, 8), (28, 4), (32, 1)], ids=lambda h: f"{h[0]}/{h[1]}")
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_matches_reference(launches, dtype, head_dim, heads, case):
+    scenario, q_lens, kv_lens = case
+    batch = make_batch(q_lens, kv_lens, num_q_heads=heads[0], num_kv_heads=heads[1],
+                       head_dim=head_dim, dtype=dtype, device=CUDA, seed=sum(kv_lens) + head_dim)
+    check(f"Hopper prefill, {scenario}", batch)
+    assert launches, "the Gluon kernel did not run"
+
+
+@HOPPER
+@pytest.mark.parametrize("page_size", [16, 32, 64])
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+def test_page_sizes_and_layouts(launches, page_size, layout):
+    batch = make_batch([170, 1, 90], [700, 50, 90], num_q_heads=16, num_kv_heads=4, head_dim=128,
+                       page_size=page_size, layout=layout, dtype=torch.bfloat16, device=CUDA,
+                       seed=page_size)
+    check(f"Hopper prefill, page {page_size}, {layout}", batch)
+    assert launches
+
+
+@HOPPER
+def test_not_causal(launches):
+    batch = make_batch([150, 40], [300, 40], num_q_heads=8, num_kv_heads=2, head_dim=128,
+                       dtype=torch.bfloat16, device=CUDA)
+    check("Hopper prefill, not causal", batch, causal=False)
+    assert launches
+
+
+@HOPPER
+def test_large_logits(launches):
+    """Logits in the hundreds: the running max must keep exp2 finite and exact."""
+    batch = make_batch([300, 1], [400, 50], num_q_heads=8, num_kv_heads=2, head_dim=128,
+                       scale=6.0, dtype=torch.bfloat16, device=CUDA, seed=7)
+    check("Hopper prefill, large logits", batch, softmax_scale=1.0)
+    assert launches
