@@ -16,6 +16,7 @@ bf16, page 16, random page order, CUDA-graph replay timing; a geometry from geom
 
 import argparse
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def sweep(suite, g, cases, grid):
     if suite == "prefill":
         # The Gluon kernel first, where it serves this geometry; then prefill.py's tile grid.
         hopper_prefill.supports = HOPPER_PREFILL
+        os.environ["FLASHCORE_HOPPER_PREFILL"] = "1"  # config.hopper_prefill_enabled
         if HOPPER_PREFILL(torch.device("cuda"), torch.bfloat16, torch.bfloat16, g.head_dim,
                           g.num_q_heads // g.num_kv_heads, Variant()):
             values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)

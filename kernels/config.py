@@ -34,6 +34,15 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def hopper_prefill_enabled() -> bool:
+    """Whether the launcher may take the Gluon prefill kernel of Hopper GPUs (hopper_prefill.py):
+    only with FLASHCORE_HOPPER_PREFILL=1. It compiles for sm_90 (offline: 224 KB of shared
+    memory, 228 registers, no spills, the softmax under the PV product in its SASS) but has not
+    yet run against the float64 reference on a GPU, so prefill.py stays the default until it has
+    (tests/kernels/test_hopper_prefill.py turns it on)."""
+    return os.environ.get("FLASHCORE_HOPPER_PREFILL", "0") == "1"
+
+
 def padded_head_dim(head_dim: int) -> int:
     return triton.next_power_of_2(head_dim)
 

@@ -16,7 +16,7 @@ KV tile spans several pages, so one TMA box cannot hold it). Rows are laid out a
 same grid and program order. This kernel serves only plain attention (no sliding window, soft
 cap, ALiBi, sinks or fp8 cache) in fp16/bf16 at the head sizes of ``HEAD_DIMS``;
 ``supports`` says when, and the launcher uses ``prefill.py`` for everything else. Gluon has no
-CPU interpreter: this kernel runs only on a GPU.
+CPU interpreter: this kernel runs only on a GPU, and only when ``config.hopper_prefill_enabled``.
 """
 
 import torch
@@ -27,6 +27,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
 
 from . import config
+from .prefill import find_seq
 
 # Two warpgroups of 64 rows each; three 128-token K and V slots take 192 KB of shared memory,
 # the query tile 32 KB more at head 128 (224 KB of Hopper's 227).
@@ -37,29 +38,12 @@ HEAD_DIMS = (64, 128)
 def supports(device: torch.device, dtype: torch.dtype, cache_dtype: torch.dtype, head_dim: int,
              queries_per_kv: int, variant) -> bool:
     """Whether this kernel serves a batch (``checks.variant`` describes its optional parts)."""
-    return (device.type == "cuda" and not config.interpreting()
+    return (config.hopper_prefill_enabled() and device.type == "cuda" and not config.interpreting()
             and config.compute_capability(device) == (9, 0)
             and dtype in (torch.float16, torch.bfloat16) and cache_dtype == dtype
             and head_dim in HEAD_DIMS and queries_per_kv <= BLOCK_M
             and variant.sliding_window == 0 and variant.soft_cap == 0.0
             and variant.alibi_slopes is None and variant.sinks is None and variant.k_scale is None)
-
-
-@gluon.jit
-def find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q: gl.constexpr):
-    """Binary search for the sequence whose query blocks include program ``q_block_id`` (the
-    numbering of ``prefill.find_seq``)."""
-    first = gl.load(cu_seqlens_q)
-    lo = 0
-    hi = num_seqs
-    while lo < hi:
-        mid = (lo + hi) // 2
-        mid_start = (gl.load(cu_seqlens_q + mid) - first) // BLOCK_Q + mid
-        if mid_start <= q_block_id:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo - 1
 
 
 @gluon.jit

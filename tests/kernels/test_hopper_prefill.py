@@ -2,8 +2,10 @@
 and, on an sm_90 GPU, its output against the float64 reference.
 
 Gluon has no CPU interpreter, so the kernel itself runs only on an H100/H200; on any other
-machine only the selection rule is checked here. Every other prefill test in the suite also goes
-through this kernel on Hopper wherever ``supports`` says so.
+machine only the selection rule is checked here. The kernel is opt-in
+(``FLASHCORE_HOPPER_PREFILL=1``, see ``config.hopper_prefill_enabled``); the tests below turn it
+on, and ``FLASHCORE_HOPPER_PREFILL=1 pytest tests/kernels`` sends every other prefill test of the
+suite through it too.
 """
 
 import pytest
@@ -23,10 +25,25 @@ PLAIN = Variant()
 
 
 @pytest.fixture
-def on_hopper(monkeypatch):
-    """Make ``supports`` see an sm_90 GPU, whatever this machine has."""
+def enabled(monkeypatch):
+    monkeypatch.setenv("FLASHCORE_HOPPER_PREFILL", "1")
+
+
+@pytest.fixture
+def on_hopper(enabled, monkeypatch):
+    """Make ``supports`` see an sm_90 GPU, whatever this machine has, with the kernel turned on."""
     monkeypatch.setattr(config, "interpreting", lambda: False)
     monkeypatch.setattr(config, "compute_capability", lambda device: (9, 0))
+
+
+def test_opt_in(on_hopper, monkeypatch):
+    args = (CUDA, torch.bfloat16, torch.bfloat16, 128, 4, PLAIN)
+    assert hopper_prefill.supports(*args)
+    for off in ("0", ""):
+        monkeypatch.setenv("FLASHCORE_HOPPER_PREFILL", off)
+        assert not hopper_prefill.supports(*args)
+    monkeypatch.delenv("FLASHCORE_HOPPER_PREFILL")
+    assert not hopper_prefill.supports(*args)
 
 
 def test_serves_plain_fp16_and_bf16_at_its_head_sizes(on_hopper):
@@ -60,7 +77,7 @@ def test_leaves_other_gpus_to_the_triton_kernel(on_hopper, monkeypatch):
 
 
 @pytest.fixture
-def launches(monkeypatch):
+def launches(enabled, monkeypatch):
     """Counts the Gluon kernel's launches, so a test knows it ran and not the Triton kernel."""
     calls = []
     launch = hopper_prefill.launch
