@@ -32,7 +32,10 @@ from .prefill import find_seq
 # Two warpgroups of 64 rows each; three 128-token K and V slots take 192 KB of shared memory,
 # the query tile 32 KB more at head 128 (224 KB of Hopper's 227).
 BLOCK_M, BLOCK_N, STAGES, NUM_WARPS = 128, 128, 3, 8
-HEAD_DIMS = (64, 128)
+# Head 128 only: at head 64, ptxas moves the wait for the (shorter) PV product up before the
+# softmax, so the loop runs in sequence as prefill.py's does (``python -m
+# flashcore_kernels.resources --loops`` shows each loop's order).
+HEAD_DIMS = (128,)
 
 
 def supports(device: torch.device, dtype: torch.dtype, cache_dtype: torch.dtype, head_dim: int,

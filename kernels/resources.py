@@ -3,8 +3,12 @@ memory each launch configuration of ``config.py`` asks for: a tile choice that d
 found here, on any machine, instead of as an OutOfResources error on a user's GPU.
 
     python -m flashcore_kernels.resources [--arch 90]
+    python -m flashcore_kernels.resources --loops      # the Hopper prefill kernel's KV loops
 
-Prints one JSON object per (kernel, dtype, head_dim) with ``shared`` bytes and the limit.
+Prints one JSON object per (kernel, dtype, head_dim) with ``shared`` bytes and the limit. With
+``--loops``, for the Gluon prefill kernel of Hopper (``hopper_prefill.py``): its registers and
+spills (ptxas) and, for each loop of its SASS that runs tensor-core products, the order of
+products, waits and exp2, which shows whether the softmax runs under the PV product.
 Compilation needs the real Triton compiler, so this runs with TRITON_INTERPRET unset (it
 re-executes itself without it when the variable is set).
 """
@@ -12,8 +16,11 @@ re-executes itself without it when the variable is set).
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -55,15 +62,16 @@ def _signature(kernel, pointers: dict, constants: dict):
     return sig, constexprs, attrs
 
 
-def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int,
-                 queries_per_kv: int, arch: int) -> int:
-    """Shared memory of the ``kind`` kernel ("prefill", "decode", "decode-split") compiled for
-    ``arch`` with the tiles config.py picks for this shape."""
+def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int,
+                   queries_per_kv: int, arch: int):
+    """The ``kind`` kernel ("prefill", "decode", "decode-split", or "hopper-prefill", the Gluon
+    kernel of sm_90) compiled for ``arch`` with the tiles its launcher picks for this shape."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    from triton.experimental.gluon._runtime import GluonASTSource
 
-    from . import config
+    from . import config, hopper_prefill
     from .decode import decode_kernel
     from .prefill import prefill_kernel
 
@@ -74,6 +82,16 @@ def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim:
                     partial_lse="*fp32")
     if kv_dtype != dtype:  # an fp8 cache comes with its per-tensor scales
         pointers.update(k_scale="*fp32", v_scale="*fp32")
+    if kind == "hopper-prefill":
+        hp = hopper_prefill
+        constants = dict(QUERIES_PER_KV=queries_per_kv, BLOCK_M=hp.BLOCK_M,
+                         BLOCK_Q=hp.BLOCK_M // queries_per_kv, BLOCK_N=hp.BLOCK_N, PAGE_SIZE=16,
+                         HEAD_DIM=head_dim, CAUSAL=True, STAGES=hp.STAGES)
+        sig, constexprs, attrs = _signature(hp.hopper_prefill_kernel, pointers, constants)
+        source = GluonASTSource(fn=hp.hopper_prefill_kernel, signature=sig,
+                                constexprs=constexprs, attrs=attrs)
+        return triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                              options=dict(num_warps=hp.NUM_WARPS))
     constants = dict(QUERIES_PER_KV=queries_per_kv, PAGE_SIZE=16, HEAD_DIM=head_dim,
                      HEAD_DIM_P=config.padded_head_dim(head_dim), SLIDING_WINDOW=0,
                      SOFT_CAP=0.0, FP32_DOT=dtype == torch.float32)
@@ -90,33 +108,120 @@ def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim:
         constants.update(NUM_SPLITS=splits, LOOKAHEAD=tiles.lookahead)
     constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
     sig, constexprs, attrs = _signature(kernel, pointers, constants)
-    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
-                              target=GPUTarget("cuda", arch, 32),
-                              options=dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages))
-    return compiled.metadata.shared
+    return triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
+                          target=GPUTarget("cuda", arch, 32),
+                          options=dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages))
+
+
+def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int,
+                 queries_per_kv: int, arch: int) -> int:
+    """Shared memory of ``compile_kernel``'s kernel."""
+    return compile_kernel(kind, dtype, kv_dtype, head_dim, queries_per_kv, arch).metadata.shared
+
+
+def _nvidia_tool(name: str) -> Path:
+    import triton
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+
+
+def registers_and_spills(compiled, arch: int) -> tuple[int, int]:
+    """Registers per thread and spilled bytes (stores) that ptxas reports for the kernel."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "kernel.ptx"
+        ptx.write_text(compiled.asm["ptx"])
+        log = subprocess.run([_nvidia_tool("ptxas"), f"-arch=sm_{arch}a", "-v", ptx,
+                              "-o", Path(tmp) / "kernel.cubin"],
+                             capture_output=True, text=True, check=True).stderr
+    return (int(re.search(r"Used (\d+) registers", log).group(1)),
+            int(re.search(r"(\d+) bytes spill stores", log).group(1)))
+
+
+# The instructions that show a loop's overlap: tensor-core products, their waits, exp2.
+_LOOP_OPS = re.compile(r"HGMMA|WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x\d+|MUFU\.EX2")
+
+
+def product_loops(compiled) -> list[list[str]]:
+    """For each loop of the SASS that runs tensor-core products, its products, waits and exp2 in
+    order, a run of one instruction collapsed: ``["HGMMA x16", "WARPGROUP.DEPBAR.LE gsb0, 0x1",
+    "MUFU.EX2 x65", "WARPGROUP.DEPBAR.LE gsb0, 0x0"]``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        sass = subprocess.run([_nvidia_tool("cuobjdump"), "-sass", cubin], capture_output=True,
+                              text=True, check=True).stdout
+    code = [(int(addr, 16), op) for addr, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    index = {addr: i for i, (addr, _) in enumerate(code)}
+    loops = []
+    for end, (addr, op) in enumerate(code):
+        branch = re.search(r"BRA\s.*?0x([0-9a-f]+)", op)
+        if not branch or int(branch.group(1), 16) >= addr:
+            continue  # only backward branches close a loop
+        runs = []
+        for _, body_op in code[index[int(branch.group(1), 16)]:end + 1]:
+            body_op = body_op.split(None, 1)[1] if body_op.startswith("@") else body_op  # predicate
+            match = _LOOP_OPS.match(body_op)
+            if not match:
+                continue
+            name = " ".join(match.group(0).split())
+            if runs and runs[-1][0] == name:
+                runs[-1][1] += 1
+            else:
+                runs.append([name, 1])
+        if any(name == "HGMMA" for name, _ in runs):
+            loops.append([name if count == 1 else f"{name} x{count}" for name, count in runs])
+    return loops
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def report(arch: int):
-    name = lambda t: str(t).removeprefix("torch.")
     for kind in ("prefill", "decode", "decode-split"):
         for dtype, kv_dtype in DTYPE_PAIRS:
             if kv_dtype == torch.float8_e4m3fn and arch < FP8_MIN_ARCH:
                 continue  # Triton has no e4m3 before Ada
             for head_dim in HEAD_DIMS:
                 shared = shared_bytes(kind, dtype, kv_dtype, head_dim, QUERIES_PER_KV, arch)
-                yield {"kernel": kind, "dtype": name(dtype), "kv_cache": name(kv_dtype),
+                yield {"kernel": kind, "dtype": _name(dtype), "kv_cache": _name(kv_dtype),
                        "head_dim": head_dim, "arch": arch, "shared": shared,
                        "limit": SHARED_LIMIT[arch]}
+    if arch == 90:
+        for dtype, head_dim in _hopper_prefill_cases():
+            shared = shared_bytes("hopper-prefill", dtype, dtype, head_dim, QUERIES_PER_KV, arch)
+            yield {"kernel": "hopper-prefill", "dtype": _name(dtype), "kv_cache": _name(dtype),
+                   "head_dim": head_dim, "arch": arch, "shared": shared,
+                   "limit": SHARED_LIMIT[arch]}
+
+
+def _hopper_prefill_cases():
+    from .hopper_prefill import HEAD_DIMS as HOPPER_HEAD_DIMS
+    return [(dtype, head_dim) for dtype in (torch.float16, torch.bfloat16)
+            for head_dim in HOPPER_HEAD_DIMS]
+
+
+def loops_report():
+    """Registers, spills and product loops of the Hopper prefill kernel, causal, for a group of
+    one and of four query heads per KV head."""
+    for dtype, head_dim in _hopper_prefill_cases():
+        for queries_per_kv in (1, 4):
+            compiled = compile_kernel("hopper-prefill", dtype, dtype, head_dim, queries_per_kv, 90)
+            registers, spills = registers_and_spills(compiled, 90)
+            yield {"kernel": "hopper-prefill", "dtype": _name(dtype), "head_dim": head_dim,
+                   "queries_per_kv": queries_per_kv, "registers": registers,
+                   "spill_bytes": spills, "loops": product_loops(compiled)}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, choices=sorted(SHARED_LIMIT))
+    p.add_argument("--loops", action="store_true",
+                   help="the Hopper prefill kernel's registers, spills and KV loops (sm_90)")
     args = p.parse_args()
     if os.environ.get("TRITON_INTERPRET") == "1":
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         return subprocess.run([sys.executable, "-m", __spec__.name, *sys.argv[1:]], env=env).returncode
-    for row in report(args.arch):
+    for row in loops_report() if args.loops else report(args.arch):
         print(json.dumps(row), flush=True)
     return 0
 

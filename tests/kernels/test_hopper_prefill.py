@@ -8,6 +8,11 @@ on, and ``FLASHCORE_HOPPER_PREFILL=1 pytest tests/kernels`` sends every other pr
 suite through it too.
 """
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -56,6 +61,7 @@ def test_serves_plain_fp16_and_bf16_at_its_head_sizes(on_hopper):
 @pytest.mark.parametrize("reason,args", [
     ("head 256", (CUDA, torch.bfloat16, torch.bfloat16, 256, 4, PLAIN)),
     ("head 96", (CUDA, torch.bfloat16, torch.bfloat16, 96, 4, PLAIN)),
+    ("head 64", (CUDA, torch.bfloat16, torch.bfloat16, 64, 4, PLAIN)),
     ("fp32", (CUDA, torch.float32, torch.float32, 128, 4, PLAIN)),
     ("fp8 cache", (CUDA, torch.bfloat16, torch.float8_e4m3fn, 128, 4,
                    Variant(k_scale=torch.ones(1), v_scale=torch.ones(1)))),
@@ -74,6 +80,29 @@ def test_leaves_other_gpus_to_the_triton_kernel(on_hopper, monkeypatch):
     for capability in ((8, 0), (8, 9), (10, 0), (12, 0)):
         monkeypatch.setattr(config, "compute_capability", lambda device, c=capability: c)
         assert not hopper_prefill.supports(CUDA, torch.bfloat16, torch.bfloat16, 128, 4, PLAIN)
+
+
+def test_softmax_runs_under_the_pv_product():
+    """The kernel's reason to exist, read off its SASS compiled for sm_90 (no GPU needed): in
+    both KV loops (unmasked and diagonal) the wait for S_j lets one product stay in flight, every
+    exp2 of the softmax comes before the wait for the PV product, and nothing spills. An edit
+    that makes ptxas serialise the products, or that moves the PV wait up, fails here."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compiler
+    proc = subprocess.run([sys.executable, "-m", "flashcore_kernels.resources", "--loops"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert rows
+    for row in rows:
+        assert row["spill_bytes"] == 0, row
+        assert len(row["loops"]) == 2, row
+        for loop in row["loops"]:
+            waits = [i for i, op in enumerate(loop) if op.startswith("WARPGROUP.DEPBAR")]
+            exp2 = [i for i, op in enumerate(loop) if op.startswith("MUFU.EX2")]
+            assert loop[0].startswith("HGMMA") and len(waits) == 2, row
+            assert loop[waits[0]] == "WARPGROUP.DEPBAR.LE gsb0, 0x1", row
+            assert loop[waits[1]] == "WARPGROUP.DEPBAR.LE gsb0, 0x0", row
+            assert waits[0] < min(exp2) and max(exp2) < waits[1], row
 
 
 @pytest.fixture
