@@ -27,7 +27,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
 
 from . import config
-from .prefill import find_seq
+from .prefill import locate_q_block
 
 # Two warpgroups of 64 rows each; three 128-token K and V slots take 192 KB of shared memory,
 # the query tile 32 KB more at head 128 (224 KB of Hopper's 227).
@@ -142,13 +142,8 @@ def hopper_prefill_kernel(
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16)
 
-    # Same program order and sequence lookup as prefill.py (long causal blocks first).
-    q_block_id = gl.num_programs(0) - 1 - gl.program_id(0)
     kv_head = gl.program_id(1)
-    seq = find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q)
-    first_token = gl.load(cu_seqlens_q + seq)
-    q_len = gl.load(cu_seqlens_q + seq + 1) - first_token
-    q_block = q_block_id - ((first_token - gl.load(cu_seqlens_q)) // BLOCK_Q + seq)
+    seq, first_token, q_len, q_block = locate_q_block(cu_seqlens_q, num_seqs, BLOCK_Q)
     if q_len <= 1 or q_block * BLOCK_Q >= q_len:
         return
     seq_len = gl.load(seq_lens + seq)
@@ -165,8 +160,11 @@ def hopper_prefill_kernel(
     v_cache += kv_head.to(gl.int64) * stride_kvh
     block_table_row = block_table + seq.to(gl.int64) * stride_bt
 
-    q_smem = load_query_tile(query, first_token, q_len, q_block, kv_head, stride_qt, stride_qh,
-                             QUERIES_PER_KV, BLOCK_M, BLOCK_Q, HEAD_DIM, copy_layout, smem_layout)
+    # The query tile, zeros in rows past the sequence's end.
+    q_offsets, q_valid = row_offsets(first_token, q_len, q_block, kv_head, stride_qt, stride_qh,
+                                     QUERIES_PER_KV, BLOCK_M, BLOCK_Q, HEAD_DIM, copy_layout)
+    q = gl.load(query + q_offsets, mask=q_valid[:, None], other=0.0)
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], smem_layout, q)
     k_ring = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], smem_layout)
     v_ring = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], smem_layout)
     # Step 0 multiplies a zero P by the last slot's V: zeros there, not stale bits (0 * NaN).
@@ -199,30 +197,26 @@ def hopper_prefill_kernel(
     async_copy.wait_group(0)
 
     acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
-    offs_om = gl.arange(0, BLOCK_M, gl.SliceLayout(1, o_layout))
-    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, o_layout))
-    q_idx = q_block * BLOCK_Q + offs_om // QUERIES_PER_KV
-    q_head = kv_head * QUERIES_PER_KV + offs_om % QUERIES_PER_KV
-    row_valid = (offs_om < BLOCK_Q * QUERIES_PER_KV) & (q_idx < q_len)
-    token = (first_token + q_idx).to(gl.int64)
-    gl.store(out + token[:, None] * stride_ot + q_head[:, None] * stride_oh + offs_d[None, :],
-             acc.to(dtype), mask=row_valid[:, None])
+    out_offsets, out_valid = row_offsets(first_token, q_len, q_block, kv_head, stride_ot,
+                                         stride_oh, QUERIES_PER_KV, BLOCK_M, BLOCK_Q, HEAD_DIM,
+                                         o_layout)
+    gl.store(out + out_offsets, acc.to(dtype), mask=out_valid[:, None])
 
 
 @gluon.jit
-def load_query_tile(query, first_token, q_len, q_block, kv_head, stride_qt, stride_qh,
-                    QUERIES_PER_KV: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_Q: gl.constexpr,
-                    HEAD_DIM: gl.constexpr, layout: gl.constexpr, smem_layout: gl.constexpr):
-    """The program's query rows in shared memory, zeros for rows past the sequence's end."""
+def row_offsets(first_token, q_len, q_block, kv_head, stride_t, stride_h,
+                QUERIES_PER_KV: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_Q: gl.constexpr,
+                HEAD_DIM: gl.constexpr, layout: gl.constexpr):
+    """Offsets of the program's rows in a [num_tokens, num_q_heads, HEAD_DIM] tensor (the query
+    or the output), in ``layout``, and which rows hold a token of the sequence."""
     offs_m = gl.arange(0, BLOCK_M, gl.SliceLayout(1, layout))
     offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, layout))
     q_idx = q_block * BLOCK_Q + offs_m // QUERIES_PER_KV
     q_head = kv_head * QUERIES_PER_KV + offs_m % QUERIES_PER_KV
     row_valid = (offs_m < BLOCK_Q * QUERIES_PER_KV) & (q_idx < q_len)
     token = (first_token + q_idx).to(gl.int64)
-    q = gl.load(query + token[:, None] * stride_qt + q_head[:, None] * stride_qh + offs_d[None, :],
-                mask=row_valid[:, None], other=0.0)
-    return gl.allocate_shared_memory(q.dtype, [BLOCK_M, HEAD_DIM], layout=smem_layout, value=q)
+    offsets = token[:, None] * stride_t + q_head[:, None] * stride_h + offs_d[None, :]
+    return offsets, row_valid
 
 
 def launch(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,

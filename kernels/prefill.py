@@ -32,6 +32,19 @@ def find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
+@triton.jit
+def locate_q_block(cu_seqlens_q, num_seqs, BLOCK_Q: tl.constexpr):
+    """This program's sequence, the sequence's first token and query length, and which of its
+    query blocks the program owns. Causal blocks late in a sequence do the most work: they get
+    the first program ids, so the short ones fill the tail of the grid instead of the long ones."""
+    q_block_id = tl.num_programs(0) - 1 - tl.program_id(0)
+    seq = find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q)
+    first_token = tl.load(cu_seqlens_q + seq)
+    q_len = tl.load(cu_seqlens_q + seq + 1) - first_token
+    q_block = q_block_id - ((first_token - tl.load(cu_seqlens_q)) // BLOCK_Q + seq)
+    return seq, first_token, q_len, q_block
+
+
 # Not specialised on value (Triton compiles a variant for an integer equal to 1 or divisible by
 # 16): num_seqs changes every batch, the block table's row stride between an engine and
 # warm_up's table. One compiled kernel then serves every batch, and warm_up compiles it.
@@ -66,15 +79,8 @@ def prefill_kernel(
     FP32_DOT: tl.constexpr,
     LOOKAHEAD: tl.constexpr,  # see attend_kv_range (config.TileConfig.lookahead)
 ):
-    # Causal blocks late in a sequence do the most work: launch them first, so the short ones
-    # fill the tail of the grid instead of the long ones.
-    q_block_id = tl.num_programs(0) - 1 - tl.program_id(0)
     kv_head = tl.program_id(1)
-
-    seq = find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q)
-    first_token = tl.load(cu_seqlens_q + seq)
-    q_len = tl.load(cu_seqlens_q + seq + 1) - first_token
-    q_block = q_block_id - ((first_token - tl.load(cu_seqlens_q)) // BLOCK_Q + seq)
+    seq, first_token, q_len, q_block = locate_q_block(cu_seqlens_q, num_seqs, BLOCK_Q)
     # Single-token queries belong to the decode kernel.
     if q_len <= 1 or q_block * BLOCK_Q >= q_len:
         return
