@@ -9,8 +9,9 @@ Each engine runs in its own process (``engine_job.py``) and all prompts of a cas
 engine. All engines the selected tests need start together, ``FLASHCORE_E2E_PARALLEL`` (4) at a
 time on the one GPU, each with a fixed KV-cache size so that concurrent engines don't disturb
 each other's memory profiling. Besides the plain geometries: an fp8 (e4m3) KV cache, a
-Mistral-style all-layers sliding window and a Gemma-2-style model (logit soft-cap, sliding
-window on alternate layers). Run with ``-s`` to see the tables:
+Mistral-style all-layers sliding window, a Gemma-2-style model (logit soft-cap, sliding
+window on alternate layers), and on Hopper the opt-in Gluon prefill kernel. Run with ``-s`` to
+see the tables:
 
     .venv/bin/python -m pytest tests/e2e -m gpu -s -q
 """
@@ -229,6 +230,13 @@ def smollm2_job(backend):
                 prompts={"kind": "chat", "questions": CHAT_QUESTIONS})
 
 
+HOPPER_PREFILL_ENV = {"FLASHCORE_HOPPER_PREFILL": "1"}
+
+
+def on_hopper() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
 def all_jobs() -> dict[str, dict]:
     jobs = {}
     for geom in GEOMETRIES:
@@ -255,6 +263,11 @@ def all_jobs() -> dict[str, dict]:
         hf_overrides={"attn_logit_softcapping": None})
     for backend in ("FLASHCORE", "FLASH_ATTN", "TRITON_ATTN"):
         jobs[f"smollm2/{backend}"] = smollm2_job(backend)
+    # The Gluon prefill kernel of Hopper GPUs, opt-in (config.hopper_prefill_enabled).
+    jobs["llama3_8b_heads/FLASHCORE/hopper_prefill"] = dict(
+        geometry_job("llama3_8b_heads", "FLASHCORE"), env=HOPPER_PREFILL_ENV)
+    jobs["prefix_caching/FLASHCORE/hopper_prefill"] = dict(
+        prefix_caching_job("FLASHCORE"), env=HOPPER_PREFILL_ENV)
     for name, job in jobs.items():
         job["name"] = name
         job["backend"] = name.split("/")[1]
@@ -444,6 +457,31 @@ def test_gemma2_soft_cap_and_alternating_window(runner):
                          ("FLASHCORE", "FLASH_ATTN", "TRITON_ATTN")})
     assert_close(fc_cmp, tr_cmp)
     assert_detected(control, tr_cmp, "without the soft cap")
+
+
+@uses(lambda: ["llama3_8b_heads/FLASHCORE/hopper_prefill", "llama3_8b_heads/FLASH_ATTN/eager",
+               "llama3_8b_heads/TRITON_ATTN/eager", "prefix_caching/FLASHCORE/hopper_prefill",
+               "prefix_caching/FLASH_ATTN"] if on_hopper() else [])
+def test_hopper_prefill_matches_flash_attn(runner):
+    """FLASHCORE_HOPPER_PREFILL=1 in the engine: on an H100/H200 every prefill and chunked
+    prefill of llama3_8b_heads (bf16, head 128, plain attention: what ``hopper_prefill.supports``
+    serves, its routing tested in tests/kernels/test_hopper_prefill.py) runs the Gluon kernel,
+    prompts of 1 to 700 tokens in 256-token chunks beside decodes, then 64-token chunks over
+    cached prefixes. Judged as the eager run is."""
+    if not on_hopper():
+        pytest.skip("the Gluon prefill kernel runs on sm_90 (H100/H200) only")
+    fc = flashcore_ok(runner.result("llama3_8b_heads/FLASHCORE/hopper_prefill"))
+    fa = ok(runner.result("llama3_8b_heads/FLASH_ATTN/eager"))
+    tr = runner.result("llama3_8b_heads/TRITON_ATTN/eager")
+    tr_cmp = compare_runs(tr, fa, "TRITON_ATTN") if tr["ok"] else None
+    fc_cmp = compare_runs(fc, fa, "FLASHCORE hopper_prefill", tr_cmp)
+    fc_cached = flashcore_ok(runner.result("prefix_caching/FLASHCORE/hopper_prefill"))
+    cached_cmp = compare_runs(fc_cached, ok(runner.result("prefix_caching/FLASH_ATTN")),
+                              "FLASHCORE hopper_prefill, cached prefixes")
+    print_table("llama3_8b_heads with the Gluon prefill kernel, vs FLASH_ATTN",
+                [fc_cmp, tr_cmp, cached_cmp], timings={"FLASHCORE hopper_prefill": fc})
+    assert_close(fc_cmp, tr_cmp)
+    assert_close(cached_cmp, None)
 
 
 @pytest.mark.skipif(not (SMOLLM2 / "config.json").exists(), reason=f"{SMOLLM2} not present")
