@@ -4,7 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import checks
+from . import checks, config
 
 
 @triton.jit
@@ -80,8 +80,8 @@ def write_kv_cache(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tenso
         value.stride(0), value.stride(1),
         kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2),
         NUM_KV_HEADS=num_kv_heads,
-        NUM_KV_HEADS_P=triton.next_power_of_2(num_kv_heads),
+        NUM_KV_HEADS_P=config.next_power_of_2(num_kv_heads),
         PAGE_SIZE=kv_cache.shape[2],
         HEAD_DIM=head_dim,
-        HEAD_DIM_P=triton.next_power_of_2(head_dim),
+        HEAD_DIM_P=config.padded_head_dim(head_dim),
     )

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-import triton
 
 # Largest split-KV count; the merge kernel loads all partials of one head at once.
 MAX_KV_SPLITS = 64
@@ -43,8 +42,14 @@ def hopper_prefill_enabled() -> bool:
     return os.environ.get("FLASHCORE_HOPPER_PREFILL", "0") == "1"
 
 
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1). Plain Python: the launchers call this on every
+    step, and ``triton.next_power_of_2`` costs ~4 us a call through its constexpr wrapper."""
+    return 1 << (n - 1).bit_length()
+
+
 def padded_head_dim(head_dim: int) -> int:
-    return triton.next_power_of_2(head_dim)
+    return next_power_of_2(head_dim)
 
 
 def compact_block_n(head_dim: int, dtype: torch.dtype) -> int:
@@ -60,7 +65,7 @@ def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch
                   shared_memory: int = HOPPER_SHARED_MEMORY) -> TileConfig:
     """Tiles of the kernel that serves queries longer than one token, for a GPU whose blocks may
     use ``shared_memory`` bytes (``shared_memory_per_block``)."""
-    min_rows = max(16, triton.next_power_of_2(queries_per_kv))
+    min_rows = max(16, next_power_of_2(queries_per_kv))
     if interpreting():
         # Small tiles so CPU tests cross several KV tiles and query blocks.
         return TileConfig(block_m=max(32, min_rows), block_n=16, num_warps=4, num_stages=1,
@@ -113,7 +118,7 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
     """Tiles of the kernel that serves single-token queries: one program per KV head holds
     all of that head's query heads (tl.dot needs at least 16 rows). ``cache_dtype`` is the KV
     cache's when it differs from ``dtype`` (fp8)."""
-    rows = max(16, triton.next_power_of_2(queries_per_kv))
+    rows = max(16, next_power_of_2(queries_per_kv))
     if interpreting():
         return TileConfig(block_m=rows, block_n=16, num_warps=4, num_stages=1)
     if shared_memory < HOPPER_SHARED_MEMORY:
