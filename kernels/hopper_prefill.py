@@ -86,6 +86,7 @@ def kv_step(j, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, k_cache, v_cache, bl
     s_token = warpgroup_mma(q_smem, k_ring.index(slot).permute((1, 0)), s, use_acc=False,
                             is_async=True)
     acc_token = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
+    p_in_flight = p  # read from registers by the PV product until its wait
     refill = j + STAGES - 1
     rows = kv_rows(block_table_row, refill, kv_end, stride_page, stride_slot, BLOCK_N, PAGE_SIZE,
                    copy_layout)
@@ -104,7 +105,7 @@ def kv_step(j, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, k_cache, v_cache, bl
     l_i = l_i * alpha + gl.sum(p_f32, 1)
     p = gl.convert_layout(p_f32.to(k_ring.dtype), p_layout)
 
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc_token, ))
+    acc, p_in_flight = warpgroup_mma_wait(num_outstanding=0, deps=(acc_token, p_in_flight))
     acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
     # Both products are done with slot ``prev`` (the compiler adds the barrier that makes that
     # true for every warpgroup before the copy): refill it. Empty groups past the last tile
