@@ -106,6 +106,21 @@ def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch
                       lookahead=True)
 
 
+def hopper_prefill_tiles(head_dim: int) -> TileConfig | None:
+    """Tiles of the Gluon prefill kernel (hopper_prefill.py, sm_90), None where it does not
+    serve the head size. The tiles must keep the kernel's reason to exist, the softmax under the
+    PV product, in the compiled loop (``python -m flashcore_kernels.resources --loops``, held by
+    a CI test); they have not been timed yet. Head 128: 128-token KV tiles, three stages, 224 KB
+    of shared memory, 226-228 registers, the overlap in both loops for groups of 1 and 4. Head 64
+    is left to prefill.py: with 128-token tiles (114 KB, 172 registers) ptxas moves the PV
+    product's wait up before the softmax; with 64-token tiles and four stages (80 KB, 128
+    registers) it keeps the overlap for groups of 4 but puts the wait after 8 of the 34 exp2 for
+    a group of 1. Head 256 would need 128 registers a thread for the output accumulator alone."""
+    if head_dim == 128:
+        return TileConfig(block_m=128, block_n=128, num_warps=8, num_stages=3)
+    return None
+
+
 def _large_group_tile(queries_per_kv: int, shared_memory: int) -> bool:
     """Whether ``decode_tiles`` may give this group its 128-token tile (it does at 8 splits or
     fewer, head 128 or less): 32 query rows or more, on a GPU with Hopper's shared memory."""

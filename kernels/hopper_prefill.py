@@ -29,13 +29,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from . import config
 from .prefill import locate_q_block
 
-# Two warpgroups of 64 rows each; three 128-token K and V slots take 192 KB of shared memory,
-# the query tile 32 KB more at head 128 (224 KB of Hopper's 227).
-BLOCK_M, BLOCK_N, STAGES, NUM_WARPS = 128, 128, 3, 8
-# Head 128 only: at head 64, ptxas moves the wait for the (shorter) PV product up before the
-# softmax, so the loop runs in sequence as prefill.py's does (``python -m
-# flashcore_kernels.resources --loops`` shows each loop's order).
-HEAD_DIMS = (128,)
+# The head sizes the launcher serves (multiples of 8 up to 256) that have tiles here. The
+# layouts below give each warp 16 rows of S and O, so a tile's BLOCK_M is 16 x its warps.
+HEAD_DIMS = tuple(d for d in range(8, 257, 8) if config.hopper_prefill_tiles(d) is not None)
 
 
 def supports(device: torch.device, dtype: torch.dtype, cache_dtype: torch.dtype, head_dim: int,
@@ -44,7 +40,7 @@ def supports(device: torch.device, dtype: torch.dtype, cache_dtype: torch.dtype,
     return (config.hopper_prefill_enabled() and device.type == "cuda" and not config.interpreting()
             and config.compute_capability(device) == (9, 0)
             and dtype in (torch.float16, torch.bfloat16) and cache_dtype == dtype
-            and head_dim in HEAD_DIMS and queries_per_kv <= BLOCK_M
+            and head_dim in HEAD_DIMS and queries_per_kv <= config.hopper_prefill_tiles(head_dim).block_m
             and variant.sliding_window == 0 and variant.soft_cap == 0.0
             and variant.alibi_slopes is None and variant.sinks is None and variant.k_scale is None)
 
@@ -223,12 +219,13 @@ def row_offsets(first_token, q_len, q_block, kv_head, stride_t, stride_h,
 def launch(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
            queries_per_kv, num_seqs, causal):
     num_tokens, head_dim = query.shape[0], query.shape[2]
-    block_q = BLOCK_M // queries_per_kv
+    tiles = config.hopper_prefill_tiles(head_dim)
+    block_q = tiles.block_m // queries_per_kv
     grid = (num_tokens // block_q + num_seqs, k_cache.shape[1])
     hopper_prefill_kernel[grid](
         out, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale, num_seqs,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
-        QUERIES_PER_KV=queries_per_kv, BLOCK_M=BLOCK_M, BLOCK_Q=block_q, BLOCK_N=BLOCK_N,
-        PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, CAUSAL=causal, STAGES=STAGES,
-        num_warps=NUM_WARPS)
+        QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m, BLOCK_Q=block_q,
+        BLOCK_N=tiles.block_n, PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, CAUSAL=causal,
+        STAGES=tiles.num_stages, num_warps=tiles.num_warps)

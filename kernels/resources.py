@@ -83,15 +83,15 @@ def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_di
     if kv_dtype != dtype:  # an fp8 cache comes with its per-tensor scales
         pointers.update(k_scale="*fp32", v_scale="*fp32")
     if kind == "hopper-prefill":
-        hp = hopper_prefill
-        constants = dict(QUERIES_PER_KV=queries_per_kv, BLOCK_M=hp.BLOCK_M,
-                         BLOCK_Q=hp.BLOCK_M // queries_per_kv, BLOCK_N=hp.BLOCK_N, PAGE_SIZE=16,
-                         HEAD_DIM=head_dim, CAUSAL=True, STAGES=hp.STAGES)
-        sig, constexprs, attrs = _signature(hp.hopper_prefill_kernel, pointers, constants)
-        source = GluonASTSource(fn=hp.hopper_prefill_kernel, signature=sig,
-                                constexprs=constexprs, attrs=attrs)
+        kernel = hopper_prefill.hopper_prefill_kernel
+        tiles = config.hopper_prefill_tiles(head_dim)
+        constants = dict(QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m,
+                         BLOCK_Q=tiles.block_m // queries_per_kv, BLOCK_N=tiles.block_n,
+                         PAGE_SIZE=16, HEAD_DIM=head_dim, CAUSAL=True, STAGES=tiles.num_stages)
+        sig, constexprs, attrs = _signature(kernel, pointers, constants)
+        source = GluonASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
         return triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                              options=dict(num_warps=hp.NUM_WARPS))
+                              options=dict(num_warps=tiles.num_warps))
     constants = dict(QUERIES_PER_KV=queries_per_kv, PAGE_SIZE=16, HEAD_DIM=head_dim,
                      HEAD_DIM_P=config.padded_head_dim(head_dim), SLIDING_WINDOW=0,
                      SOFT_CAP=0.0, FP32_DOT=dtype == torch.float32)
