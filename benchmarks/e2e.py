@@ -14,6 +14,8 @@ import os
 import statistics
 import time
 
+from report import flashcore_settings
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -104,7 +106,7 @@ def run(args, model_dir: str, dummy: bool, prompts: list, log=print) -> tuple[di
         "input_tokens": n_in, "output_tokens": n_out,
         "requests_per_s": len(outputs) / elapsed, "input_tok_per_s": n_in / elapsed,
         "output_tok_per_s": n_out / elapsed, "total_tok_per_s": (n_in + n_out) / elapsed,
-        "latency": request_latencies(outputs),
+        "latency": request_latencies(outputs), "flashcore_settings": flashcore_settings(),
     }
     return results, outputs
 

@@ -21,6 +21,12 @@ def _version(module: str) -> str | None:
         return None
 
 
+def flashcore_settings() -> dict:
+    """Our own switches (FLASHCORE_HOPPER_PREFILL, ...) as set for this run: which kernels
+    FLASHCORE ran."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("FLASHCORE_")}
+
+
 def environment() -> dict:
     import torch
 
@@ -30,6 +36,7 @@ def environment() -> dict:
         "cwd": os.getcwd(), "python": platform.python_version(), "torch": torch.__version__,
         "triton": _version("triton"), "vllm": _version("vllm"), "flashinfer": _version("flashinfer"),
         "cuda": torch.version.cuda, "host": platform.node(),
+        "flashcore_settings": flashcore_settings(),
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -129,6 +136,9 @@ def markdown_report(payload: dict, headline: dict) -> str:
            f"- torch {env['torch']}, triton {env['triton']}, vllm {env['vllm']}, "
            f"flashinfer {env['flashinfer']}, CUDA {env['cuda']}",
            f"- date {env['date']}", f"- command: `{env['command']}`",
+           "- FlashCore settings: " + (" ".join(f"{k}={v}" for k, v in
+                                                env.get("flashcore_settings", {}).items())
+                                       or "defaults"),
            f"- timer: {payload.get('timer')}; copy bandwidth {payload.get('copy_gbps') or 0:.0f} GB/s "
            "(read + write)", "",
            "Ratios are speed ratios: the built-in backend's time / FLASHCORE's time (>1: FLASHCORE "
