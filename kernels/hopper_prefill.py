@@ -27,7 +27,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
 
 from . import config
-from .prefill import locate_q_block
+from .prefill import locate_q_block, prefill_grid
+from .tile import kv_token_offsets
 
 # The head sizes the launcher serves (multiples of 8 up to 256) that have tiles here. The
 # layouts below give each warp 16 rows of S and O, so a tile's BLOCK_M is 16 x its warps.
@@ -37,10 +38,11 @@ HEAD_DIMS = tuple(d for d in range(8, 257, 8) if config.hopper_prefill_tiles(d) 
 def supports(device: torch.device, dtype: torch.dtype, cache_dtype: torch.dtype, head_dim: int,
              queries_per_kv: int, variant) -> bool:
     """Whether this kernel serves a batch (``checks.variant`` describes its optional parts)."""
+    tiles = config.hopper_prefill_tiles(head_dim)
     return (config.hopper_prefill_enabled() and device.type == "cuda" and not config.interpreting()
             and config.compute_capability(device) == (9, 0)
             and dtype in (torch.float16, torch.bfloat16) and cache_dtype == dtype
-            and head_dim in HEAD_DIMS and queries_per_kv <= config.hopper_prefill_tiles(head_dim).block_m
+            and tiles is not None and queries_per_kv <= tiles.block_m
             and variant.sliding_window == 0 and variant.soft_cap == 0.0
             and variant.alibi_slopes is None and variant.sinks is None and variant.k_scale is None)
 
@@ -52,9 +54,7 @@ def kv_rows(block_table_row, tile, kv_end, stride_page, stride_slot, BLOCK_N: gl
     token instead, so every address is a written slot of a page the sequence owns; the mask
     gives those columns no weight."""
     pos = gl.minimum(tile * BLOCK_N + gl.arange(0, BLOCK_N, gl.SliceLayout(1, layout)), kv_end - 1)
-    page = gl.load(block_table_row + pos // PAGE_SIZE)
-    # int64: page index times page stride overflows int32 in caches over 2^31 elements.
-    return page.to(gl.int64) * stride_page + (pos % PAGE_SIZE).to(gl.int64) * stride_slot
+    return kv_token_offsets(block_table_row, pos, None, stride_page, stride_slot, PAGE_SIZE)
 
 
 @gluon.jit
@@ -221,7 +221,7 @@ def launch(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens,
     num_tokens, head_dim = query.shape[0], query.shape[2]
     tiles = config.hopper_prefill_tiles(head_dim)
     block_q = tiles.block_m // queries_per_kv
-    grid = (num_tokens // block_q + num_seqs, k_cache.shape[1])
+    grid = prefill_grid(num_tokens, num_seqs, k_cache.shape[1], block_q)
     hopper_prefill_kernel[grid](
         out, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale, num_seqs,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),

@@ -8,7 +8,7 @@ import torch
 
 from . import checks, config, hopper_prefill
 from .decode import decode_kernel, merge_splits_kernel
-from .prefill import prefill_kernel
+from .prefill import prefill_grid, prefill_kernel
 
 LOG2_E = 1.4426950408889634
 
@@ -181,7 +181,7 @@ def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, 
     tiles = config.prefill_tiles(head_dim, queries_per_kv, query.dtype,
                                  config.shared_memory_per_block(query.device))
     block_q = tiles.block_m // queries_per_kv
-    grid = (num_tokens // block_q + num_seqs, k_cache.shape[1])
+    grid = prefill_grid(num_tokens, num_seqs, k_cache.shape[1], block_q)
     prefill_kernel[grid](
         out, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
         variant.alibi_slopes, variant.sinks, variant.k_scale, variant.v_scale, num_seqs,

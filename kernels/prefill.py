@@ -32,6 +32,12 @@ def find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
+def prefill_grid(num_tokens: int, num_seqs: int, num_kv_heads: int, block_q: int) -> tuple:
+    """The launch grid whose program ids ``locate_q_block`` maps to query blocks (module
+    docstring): an upper bound on the query blocks of any batch of these shapes."""
+    return (num_tokens // block_q + num_seqs, num_kv_heads)
+
+
 @triton.jit
 def locate_q_block(cu_seqlens_q, num_seqs, BLOCK_Q: tl.constexpr):
     """This program's sequence, the sequence's first token and query length, and which of its
