@@ -34,12 +34,11 @@ def interpreting() -> bool:
 
 
 def hopper_prefill_enabled() -> bool:
-    """Whether the launcher may take the Gluon prefill kernel of Hopper GPUs (hopper_prefill.py):
-    only with FLASHCORE_HOPPER_PREFILL=1. It compiles for sm_90 (offline: 224 KB of shared
-    memory, 228 registers, no spills, the softmax under the PV product in its SASS) but has not
-    yet run against the float64 reference on a GPU, so prefill.py stays the default until it has
-    (tests/kernels/test_hopper_prefill.py turns it on)."""
-    return os.environ.get("FLASHCORE_HOPPER_PREFILL", "0") == "1"
+    """Whether the launcher may take the Gluon prefill kernel of Hopper GPUs (hopper_prefill.py),
+    which is the default; FLASHCORE_HOPPER_PREFILL=0 sends every prefill to prefill.py instead.
+    On the H200, causal, 32/8 heads of 128, it ran at 1.13x-1.18x prefill.py's rate (1k-16k
+    tokens) and 0.90x FlashAttention-3's at 4k and 16k (benchmarks/NOTES.md)."""
+    return os.environ.get("FLASHCORE_HOPPER_PREFILL", "1") != "0"
 
 
 def next_power_of_2(n: int) -> int:
@@ -108,16 +107,13 @@ def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch
 
 def hopper_prefill_tiles(head_dim: int) -> TileConfig | None:
     """Tiles of the Gluon prefill kernel (hopper_prefill.py, sm_90), None where it does not
-    serve the head size. The tiles must keep the kernel's reason to exist, the softmax under the
-    PV product, in the compiled loop (``python -m flashcore_kernels.resources --loops``, held by
-    a CI test); they have not been timed yet. Head 128: 128-token KV tiles, three stages, 224 KB
-    of shared memory, 226-228 registers, the overlap in both loops for groups of 1 and 4. Head 64
-    is left to prefill.py: with 128-token tiles (114 KB, 172 registers) ptxas moves the PV
-    product's wait up before the softmax; with 64-token tiles and four stages (80 KB, 128
-    registers) it keeps the overlap for groups of 4 but puts the wait after 8 of the 34 exp2 for
-    a group of 1. Head 256 would need 128 registers a thread for the output accumulator alone."""
+    serve the head size. ``num_warps`` counts the two consumer warpgroups (16 rows a warp); the
+    loader warpgroup comes on top. Head 128: 128-token KV tiles, three stages, 224 KB of shared
+    memory. Head 256 would need 128 registers a thread for the output accumulator alone."""
     if head_dim == 128:
         return TileConfig(block_m=128, block_n=128, num_warps=8, num_stages=3)
+    if head_dim == 64:
+        return TileConfig(block_m=128, block_n=128, num_warps=8, num_stages=4)
     return None
 
 

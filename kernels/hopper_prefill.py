@@ -1,22 +1,28 @@
-"""The prefill kernel's work on Hopper (sm_90), written in Gluon so that the softmax of one KV
-tile runs while the tensor cores multiply the previous tile's probabilities by V.
+"""The prefill kernel's work on Hopper (sm_90), written in Gluon with warp specialisation, so
+that the tensor cores work for one warpgroup while another runs its softmax.
 
-Triton 3.6 waits for each QK^T product right after issuing it, so in ``prefill.py`` the tensor
-cores sit idle through every softmax (benchmarks/NOTES.md). Gluon, Triton's lower-level
-dialect, leaves those waits to the kernel. Each step j of the loop below:
+Triton 3.6 runs ``prefill.py``'s loop in lockstep: every warp issues QK^T, waits for it, runs
+the softmax, then the PV product, so the tensor cores sit idle through every softmax
+(benchmarks/NOTES.md). Gluon, Triton's lower-level dialect, lets a program split its warps into
+partitions that run different code. Each program here has three warpgroups:
 
-    issue S_j = Q K_j^T and O += P_{j-1} V_{j-1}      (asynchronous warpgroup products)
-    look up the pages of tile j + STAGES - 1           (latency hidden under the products)
-    wait for S_j only; softmax of tile j -> P_j        (while P_{j-1} V_{j-1} runs)
-    wait for O; rescale it; refill the ring slot both products just released
+    loader       gathers the K/V pages of tile t into ring slot t % STAGES (cp.async), once
+                 both consumers have released the slot
+    consumer 0   rows [0, BLOCK_M/2) of the program's query tile
+    consumer 1   rows [BLOCK_M/2, BLOCK_M)
 
-K/V pages are gathered row by row with cp.async into a ring of STAGES shared-memory slots (a
-KV tile spans several pages, so one TMA box cannot hold it). Rows are laid out as in
-``prefill.py``: BLOCK_Q query tokens times the ``queries_per_kv`` heads of one KV head, and the
-same grid and program order. This kernel serves only plain attention (no sliding window, soft
-cap, ALiBi, sinks or fp8 cache) in fp16/bf16 at the head sizes of ``HEAD_DIMS``;
-``supports`` says when, and the launcher uses ``prefill.py`` for everything else. Gluon has no
-CPU interpreter: this kernel runs only on a GPU, and only when ``config.hopper_prefill_enabled``.
+Each step j, a consumer waits for tile j, then for its turn, issues S_j = Q K_j^T and
+O += P_{j-1} V_{j-1}, hands the turn to the other consumer, and runs the softmax of tile j. The
+turns make the tensor cores run consumer 0's products, then consumer 1's, and so on, so each
+softmax runs under the other consumer's products (FlashAttention-3's "ping-pong").
+
+Three kinds of mbarrier keep the order: ``kv_ready`` (a slot's copies have landed: one cp.async
+arrival per loader thread), ``kv_free`` (both consumers are done with a slot) and ``turn``.
+Rows are laid out as in ``prefill.py``: BLOCK_Q query tokens times the ``queries_per_kv`` heads
+of one KV head, with the same grid and program order. This kernel serves only plain attention
+(no sliding window, soft cap, ALiBi, sinks or fp8 cache) in fp16/bf16 at the head sizes of
+``HEAD_DIMS``; ``supports`` says when, and the launcher uses ``prefill.py`` for everything
+else. Gluon has no CPU interpreter: this kernel runs only on a GPU.
 """
 
 import torch
@@ -24,15 +30,23 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import (
-    fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
+    fence_async_shared, mbarrier, warpgroup_mma, warpgroup_mma_wait)
 
 from . import config
 from .prefill import locate_q_block, prefill_grid
 from .tile import kv_token_offsets
 
-# The head sizes the launcher serves (multiples of 8 up to 256) that have tiles here. The
-# layouts below give each warp 16 rows of S and O, so a tile's BLOCK_M is 16 x its warps.
+# The head sizes the launcher serves (multiples of 8 up to 256) that have tiles here.
 HEAD_DIMS = tuple(d for d in range(8, 257, 8) if config.hopper_prefill_tiles(d) is not None)
+
+# Registers a thread, by partition. A program of three warpgroups may hold 168 a thread
+# (65536 / 384, rounded down to a multiple of 8): 2 x 232 + 40 = 3 x 168. A consumer holds
+# S (64), O (64) and P twice (the one in flight and the next: 2 x 32); the loader only
+# addresses. ptxas spills nothing at this split; at 240 / 24 the loader spills 52 bytes.
+CONSUMER_REGISTERS = 232
+LOADER_REGISTERS = 40
+PROGRAM_REGISTERS = (2 * CONSUMER_REGISTERS + LOADER_REGISTERS) // 3
+WARPGROUP = gl.constexpr(4)  # warps
 
 
 def supports(device: torch.device, dtype: torch.dtype, cache_dtype: torch.dtype, head_dim: int,
@@ -58,34 +72,71 @@ def kv_rows(block_table_row, tile, kv_end, stride_page, stride_slot, BLOCK_N: gl
 
 
 @gluon.jit
-def copy_kv_tile(k_ring, v_ring, slot, k_cache, v_cache, rows, HEAD_DIM: gl.constexpr,
-                 layout: gl.constexpr):
-    offsets = rows[:, None] + gl.arange(0, HEAD_DIM, gl.SliceLayout(0, layout))[None, :]
-    async_copy.async_copy_global_to_shared(k_ring.index(slot), k_cache + offsets)
-    async_copy.async_copy_global_to_shared(v_ring.index(slot), v_cache + offsets)
+def row_offsets(first_token, q_len, q_block, kv_head, stride_t, stride_h, FIRST_ROW: gl.constexpr,
+                ROWS: gl.constexpr, QUERIES_PER_KV: gl.constexpr, BLOCK_Q: gl.constexpr,
+                HEAD_DIM: gl.constexpr, layout: gl.constexpr):
+    """Offsets of the program's rows [FIRST_ROW, FIRST_ROW + ROWS) in a [num_tokens,
+    num_q_heads, HEAD_DIM] tensor (the query or the output), in ``layout``, and which rows hold
+    a token of the sequence."""
+    offs_m = FIRST_ROW + gl.arange(0, ROWS, gl.SliceLayout(1, layout))
+    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, layout))
+    q_idx = q_block * BLOCK_Q + offs_m // QUERIES_PER_KV
+    q_head = kv_head * QUERIES_PER_KV + offs_m % QUERIES_PER_KV
+    row_valid = (offs_m < BLOCK_Q * QUERIES_PER_KV) & (q_idx < q_len)
+    token = (first_token + q_idx).to(gl.int64)
+    offsets = token[:, None] * stride_t + q_head[:, None] * stride_h + offs_d[None, :]
+    return offsets, row_valid
 
 
 @gluon.jit
-def kv_step(j, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, k_cache, v_cache, block_table_row,
-            q_pos, kv_end, num_tiles, qk_scale, stride_page, stride_slot,
-            MASKED: gl.constexpr, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-            PAGE_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-            copy_layout: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr,
-            p_layout: gl.constexpr):
-    """Step j: the softmax of tile j under the product of tile j - 1's probabilities and V."""
-    async_copy.wait_group(STAGES - 2)  # tile j has landed (tiles up to j + STAGES - 2 issued)
-    fence_async_shared()
+def load_kv(program, k_ring, v_ring, barriers, PAGE_SIZE: gl.constexpr):
+    """The loader: every KV tile of the program into the ring, slot t % STAGES once both
+    consumers have released it; each thread's cp.async arrival on ``kv_ready`` says its copies
+    have landed."""
+    (out, query, k_cache, v_cache, block_table_row, first_token, q_len, q_block, kv_head,
+     context_len, kv_end, num_full, num_tiles, qk_scale, stride_qt, stride_qh, stride_ot,
+     stride_oh, stride_page, stride_slot) = program
+    kv_ready, kv_free, turn = barriers
+    STAGES: gl.constexpr = k_ring.shape[0]
+    BLOCK_N: gl.constexpr = k_ring.shape[1]
+    HEAD_DIM: gl.constexpr = k_ring.shape[2]
+    # 8 contiguous 16-bit elements (16 bytes) per thread and row.
+    layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [gl.num_warps(), 1], [1, 0])
+    cols = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, layout))
+    for t in range(num_tiles):
+        slot = t % STAGES
+        mbarrier.wait(kv_free.index(slot), ((t // STAGES) & 1) ^ 1)  # passes at once in round 0
+        rows = kv_rows(block_table_row, t, kv_end, stride_page, stride_slot, BLOCK_N, PAGE_SIZE,
+                       layout)
+        offsets = rows[:, None] + cols[None, :]
+        async_copy.async_copy_global_to_shared(k_ring.index(slot), k_cache + offsets)
+        async_copy.async_copy_global_to_shared(v_ring.index(slot), v_cache + offsets)
+        async_copy.mbarrier_arrive(kv_ready.index(slot), increment_count=False)
+
+
+@gluon.jit
+def kv_step(j, HALF: gl.constexpr, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, barriers, q_pos,
+            kv_end, qk_scale, MASKED: gl.constexpr, CAUSAL: gl.constexpr,
+            s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
+    """One consumer's step j: the products of tiles j (QK^T) and j - 1 (PV) on the tensor
+    cores in its turn, then the softmax of tile j."""
+    kv_ready, kv_free, turn = barriers
+    STAGES: gl.constexpr = k_ring.shape[0]
+    BLOCK_N: gl.constexpr = k_ring.shape[1]
     slot = j % STAGES
-    prev = (j + STAGES - 1) % STAGES
+    prev = gl.maximum(j - 1, 0) % STAGES  # step 0 multiplies P_{-1} = 0 by tile 0's V
+    mbarrier.wait(kv_ready.index(slot), (j // STAGES) & 1)
+    fence_async_shared()  # the loader's cp.async writes, before the products read the slot
+    # Consumer 0's turn j follows consumer 1's turn j - 1 (at j = 0 it passes at once), and
+    # consumer 1's turn j follows consumer 0's turn j.
+    mbarrier.wait(turn.index(HALF), (j & 1) ^ (1 - HALF))
     # S_j goes into the registers of S_{j-1}, which the last softmax has read: while a product
     # is in flight no other instruction may define its registers, or ptxas serialises them.
     s_token = warpgroup_mma(q_smem, k_ring.index(slot).permute((1, 0)), s, use_acc=False,
                             is_async=True)
     acc_token = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
+    mbarrier.arrive(turn.index(1 - HALF))
     p_in_flight = p  # read from registers by the PV product until its wait
-    refill = j + STAGES - 1
-    rows = kv_rows(block_table_row, refill, kv_end, stride_page, stride_slot, BLOCK_N, PAGE_SIZE,
-                   copy_layout)
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s_token, ))
 
     if MASKED:
@@ -103,13 +154,81 @@ def kv_step(j, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, k_cache, v_cache, bl
 
     acc, p_in_flight = warpgroup_mma_wait(num_outstanding=0, deps=(acc_token, p_in_flight))
     acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-    # Both products are done with slot ``prev`` (the compiler adds the barrier that makes that
-    # true for every warpgroup before the copy): refill it. Empty groups past the last tile
-    # keep wait_group's count.
-    if refill < num_tiles:
-        copy_kv_tile(k_ring, v_ring, prev, k_cache, v_cache, rows, HEAD_DIM, copy_layout)
-    async_copy.commit_group()
+    mbarrier.arrive(kv_free.index(prev), pred=j > 0)  # this consumer is done with tile j - 1
     return s, p, acc, m_new, l_i
+
+
+@gluon.jit
+def attend(program, HALF: gl.constexpr, q_smem, k_ring, v_ring, barriers,
+           QUERIES_PER_KV: gl.constexpr, BLOCK_Q: gl.constexpr, CAUSAL: gl.constexpr):
+    """A consumer: its half of the program's rows attends over every KV tile, into ``out``."""
+    (out, query, k_cache, v_cache, block_table_row, first_token, q_len, q_block, kv_head,
+     context_len, kv_end, num_full, num_tiles, qk_scale, stride_qt, stride_qh, stride_ot,
+     stride_oh, stride_page, stride_slot) = program
+    ROWS: gl.constexpr = q_smem.shape[1]
+    FIRST_ROW: gl.constexpr = HALF * ROWS
+    STAGES: gl.constexpr = k_ring.shape[0]
+    BLOCK_N: gl.constexpr = k_ring.shape[1]
+    HEAD_DIM: gl.constexpr = k_ring.shape[2]
+    load_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [gl.num_warps(), 1], [1, 0])
+    # Warpgroup products: each warp owns 16 rows of S and O.
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[gl.num_warps(), 1], instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[gl.num_warps(), 1], instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+
+    # This consumer's query rows, zeros in rows past the sequence's end.
+    q_smem = q_smem.index(HALF)
+    q_offsets, q_valid = row_offsets(first_token, q_len, q_block, kv_head, stride_qt, stride_qh,
+                                     FIRST_ROW, ROWS, QUERIES_PER_KV, BLOCK_Q, HEAD_DIM,
+                                     load_layout)
+    q_smem.store(gl.load(query + q_offsets, mask=q_valid[:, None], other=0.0))
+    fence_async_shared()
+
+    offs_m = FIRST_ROW + gl.arange(0, ROWS, gl.SliceLayout(1, s_layout))
+    q_pos = context_len + q_block * BLOCK_Q + offs_m // QUERIES_PER_KV  # bottom-right causal
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+    s = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
+    p = gl.zeros([ROWS, BLOCK_N], k_ring.dtype, p_layout)  # P_{-1}: no weight
+    for j in range(0, num_full):
+        s, p, acc, m_i, l_i = kv_step(j, HALF, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring,
+                                      barriers, q_pos, kv_end, qk_scale, False, CAUSAL, s_layout,
+                                      o_layout, p_layout)
+    for j in range(num_full, num_tiles):  # the diagonal (causal) or the ragged end
+        s, p, acc, m_i, l_i = kv_step(j, HALF, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring,
+                                      barriers, q_pos, kv_end, qk_scale, True, CAUSAL, s_layout,
+                                      o_layout, p_layout)
+    acc = warpgroup_mma(p, v_ring.index((num_tiles - 1) % STAGES), acc)
+
+    acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
+    out_offsets, out_valid = row_offsets(first_token, q_len, q_block, kv_head, stride_ot,
+                                         stride_oh, FIRST_ROW, ROWS, QUERIES_PER_KV, BLOCK_Q,
+                                         HEAD_DIM, o_layout)
+    gl.store(out + out_offsets, acc.to(k_ring.dtype), mask=out_valid[:, None])
+
+
+# The three partitions. Worker partitions must share one signature, so each takes all of it:
+# ``program`` (the program's scalars), shared memory, barriers, and the constexprs that the
+# buffers' shapes do not give.
+@gluon.jit
+def first_consumer(program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.constexpr,
+                   BLOCK_Q: gl.constexpr, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):
+    attend(program, 0, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q, CAUSAL)
+
+
+@gluon.jit
+def second_consumer(program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.constexpr,
+                    BLOCK_Q: gl.constexpr, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):
+    attend(program, 1, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q, CAUSAL)
+
+
+@gluon.jit
+def loader(program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.constexpr,
+           BLOCK_Q: gl.constexpr, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):
+    load_kv(program, k_ring, v_ring, barriers, PAGE_SIZE)
 
 
 # As in prefill.py: num_seqs changes every batch, the block table's row stride between an engine
@@ -126,17 +245,10 @@ def hopper_prefill_kernel(
     HEAD_DIM: gl.constexpr,
     CAUSAL: gl.constexpr,
     STAGES: gl.constexpr,
+    CONSUMER_REGISTERS: gl.constexpr,
+    LOADER_REGISTERS: gl.constexpr,
 ):
-    num_warps: gl.constexpr = gl.num_warps()
     dtype: gl.constexpr = query.dtype.element_ty
-    # Global loads: 8 contiguous 16-bit elements (16 bytes) per thread and row.
-    copy_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
-    # Warpgroup products: each warpgroup owns 64 consecutive rows of S and O.
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, HEAD_DIM, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16)
 
     kv_head = gl.program_id(1)
@@ -145,7 +257,6 @@ def hopper_prefill_kernel(
         return
     seq_len = gl.load(seq_lens + seq)
     context_len = seq_len - q_len
-
     if CAUSAL:
         kv_end = context_len + gl.minimum((q_block + 1) * BLOCK_Q, q_len)
         num_full = (context_len + q_block * BLOCK_Q + 1) // BLOCK_N  # tiles every row sees whole
@@ -153,79 +264,54 @@ def hopper_prefill_kernel(
         kv_end = seq_len
         num_full = seq_len // BLOCK_N
     num_tiles = gl.cdiv(kv_end, BLOCK_N)
-    k_cache += kv_head.to(gl.int64) * stride_kvh
-    v_cache += kv_head.to(gl.int64) * stride_kvh
-    block_table_row = block_table + seq.to(gl.int64) * stride_bt
 
-    # The query tile, zeros in rows past the sequence's end.
-    q_offsets, q_valid = row_offsets(first_token, q_len, q_block, kv_head, stride_qt, stride_qh,
-                                     QUERIES_PER_KV, BLOCK_M, BLOCK_Q, HEAD_DIM, copy_layout)
-    q = gl.load(query + q_offsets, mask=q_valid[:, None], other=0.0)
-    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], smem_layout, q)
+    q_smem = gl.allocate_shared_memory(dtype, [2, BLOCK_M // 2, HEAD_DIM], smem_layout)
     k_ring = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], smem_layout)
     v_ring = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], smem_layout)
-    # Step 0 multiplies a zero P by the last slot's V: zeros there, not stale bits (0 * NaN).
-    v_ring.index(STAGES - 1).store(gl.zeros([BLOCK_N, HEAD_DIM], dtype, copy_layout))
-    for tile in gl.static_range(STAGES - 1):
-        if tile < num_tiles:
-            rows = kv_rows(block_table_row, tile, kv_end, stride_page, stride_slot, BLOCK_N,
-                           PAGE_SIZE, copy_layout)
-            copy_kv_tile(k_ring, v_ring, tile, k_cache, v_cache, rows, HEAD_DIM, copy_layout)
-        async_copy.commit_group()
+    kv_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    kv_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(kv_ready.index(i), count=WARPGROUP * 32)  # one arrival per loader thread
+        mbarrier.init(kv_free.index(i), count=2)  # one arrival per consumer
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
 
-    offs_m = gl.arange(0, BLOCK_M, gl.SliceLayout(1, s_layout))
-    q_pos = context_len + q_block * BLOCK_Q + offs_m // QUERIES_PER_KV  # bottom-right causal
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-    l_i = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, s_layout))
-    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, o_layout)
-    s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, s_layout)
-    p = gl.zeros([BLOCK_M, BLOCK_N], dtype, p_layout)  # P_{-1}: no weight
-    for j in range(0, num_full):
-        s, p, acc, m_i, l_i = kv_step(
-            j, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, k_cache, v_cache, block_table_row,
-            q_pos, kv_end, num_tiles, qk_scale, stride_page, stride_slot, False, CAUSAL, BLOCK_N,
-            PAGE_SIZE, HEAD_DIM, STAGES, copy_layout, s_layout, o_layout, p_layout)
-    for j in range(num_full, num_tiles):  # the diagonal (causal) or the ragged end
-        s, p, acc, m_i, l_i = kv_step(
-            j, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, k_cache, v_cache, block_table_row,
-            q_pos, kv_end, num_tiles, qk_scale, stride_page, stride_slot, True, CAUSAL, BLOCK_N,
-            PAGE_SIZE, HEAD_DIM, STAGES, copy_layout, s_layout, o_layout, p_layout)
-    acc = warpgroup_mma(p, v_ring.index((num_tiles - 1) % STAGES), acc)
-    async_copy.wait_group(0)
-
-    acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
-    out_offsets, out_valid = row_offsets(first_token, q_len, q_block, kv_head, stride_ot,
-                                         stride_oh, QUERIES_PER_KV, BLOCK_M, BLOCK_Q, HEAD_DIM,
-                                         o_layout)
-    gl.store(out + out_offsets, acc.to(dtype), mask=out_valid[:, None])
+    program = (out, query, k_cache + kv_head.to(gl.int64) * stride_kvh,
+               v_cache + kv_head.to(gl.int64) * stride_kvh,
+               block_table + seq.to(gl.int64) * stride_bt, first_token, q_len, q_block, kv_head,
+               context_len, kv_end, num_full, num_tiles, qk_scale, stride_qt, stride_qh,
+               stride_ot, stride_oh, stride_page, stride_slot)
+    barriers = (kv_ready, kv_free, turn)
+    # The argument tuples are written out: a tuple assigned to a name would turn its
+    # constexprs into tensors. The kernel's own warps run the first consumer.
+    gl.warp_specialize([
+        (first_consumer, (program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q,
+                          PAGE_SIZE, CAUSAL)),
+        (second_consumer, (program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q,
+                           PAGE_SIZE, CAUSAL)),
+        (loader, (program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q, PAGE_SIZE,
+                  CAUSAL)),
+    ], [WARPGROUP, WARPGROUP], [CONSUMER_REGISTERS, LOADER_REGISTERS])
 
 
-@gluon.jit
-def row_offsets(first_token, q_len, q_block, kv_head, stride_t, stride_h,
-                QUERIES_PER_KV: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_Q: gl.constexpr,
-                HEAD_DIM: gl.constexpr, layout: gl.constexpr):
-    """Offsets of the program's rows in a [num_tokens, num_q_heads, HEAD_DIM] tensor (the query
-    or the output), in ``layout``, and which rows hold a token of the sequence."""
-    offs_m = gl.arange(0, BLOCK_M, gl.SliceLayout(1, layout))
-    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, layout))
-    q_idx = q_block * BLOCK_Q + offs_m // QUERIES_PER_KV
-    q_head = kv_head * QUERIES_PER_KV + offs_m % QUERIES_PER_KV
-    row_valid = (offs_m < BLOCK_Q * QUERIES_PER_KV) & (q_idx < q_len)
-    token = (first_token + q_idx).to(gl.int64)
-    offsets = token[:, None] * stride_t + q_head[:, None] * stride_h + offs_d[None, :]
-    return offsets, row_valid
+def launch_options(head_dim: int, queries_per_kv: int) -> dict:
+    """The kernel's constexprs and launch options but the page size and causality."""
+    tiles = config.hopper_prefill_tiles(head_dim)
+    return dict(QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m,
+                BLOCK_Q=tiles.block_m // queries_per_kv, BLOCK_N=tiles.block_n,
+                HEAD_DIM=head_dim, STAGES=tiles.num_stages,
+                CONSUMER_REGISTERS=CONSUMER_REGISTERS, LOADER_REGISTERS=LOADER_REGISTERS,
+                num_warps=WARPGROUP, maxnreg=PROGRAM_REGISTERS)
 
 
 def launch(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
            queries_per_kv, num_seqs, causal):
     num_tokens, head_dim = query.shape[0], query.shape[2]
-    tiles = config.hopper_prefill_tiles(head_dim)
-    block_q = tiles.block_m // queries_per_kv
-    grid = prefill_grid(num_tokens, num_seqs, k_cache.shape[1], block_q)
+    options = launch_options(head_dim, queries_per_kv)
+    grid = prefill_grid(num_tokens, num_seqs, k_cache.shape[1], options["BLOCK_Q"])
     hopper_prefill_kernel[grid](
         out, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale, num_seqs,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
-        QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m, BLOCK_Q=block_q,
-        BLOCK_N=tiles.block_n, PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, CAUSAL=causal,
-        STAGES=tiles.num_stages, num_warps=tiles.num_warps)
+        PAGE_SIZE=k_cache.shape[2], CAUSAL=causal, **options)

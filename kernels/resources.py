@@ -84,14 +84,12 @@ def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_di
         pointers.update(k_scale="*fp32", v_scale="*fp32")
     if kind == "hopper-prefill":
         kernel = hopper_prefill.hopper_prefill_kernel
-        tiles = config.hopper_prefill_tiles(head_dim)
-        constants = dict(QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m,
-                         BLOCK_Q=tiles.block_m // queries_per_kv, BLOCK_N=tiles.block_n,
-                         PAGE_SIZE=16, HEAD_DIM=head_dim, CAUSAL=True, STAGES=tiles.num_stages)
+        constants = hopper_prefill.launch_options(head_dim, queries_per_kv)
+        options = {name: constants.pop(name) for name in ("num_warps", "maxnreg")}
+        constants.update(PAGE_SIZE=16, CAUSAL=True)
         sig, constexprs, attrs = _signature(kernel, pointers, constants)
         source = GluonASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
-        return triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                              options=dict(num_warps=tiles.num_warps))
+        return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     constants = dict(QUERIES_PER_KV=queries_per_kv, PAGE_SIZE=16, HEAD_DIM=head_dim,
                      HEAD_DIM_P=config.padded_head_dim(head_dim), SLIDING_WINDOW=0,
                      SOFT_CAP=0.0, FP32_DOT=dtype == torch.float32)
@@ -140,24 +138,31 @@ def registers_and_spills(compiled, arch: int) -> tuple[int, int]:
 _LOOP_OPS = re.compile(r"HGMMA|WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x\d+|MUFU\.EX2")
 
 
-def product_loops(compiled) -> list[list[str]]:
-    """For each loop of the SASS that runs tensor-core products, its products, waits and exp2 in
-    order, a run of one instruction collapsed: ``["HGMMA x16", "WARPGROUP.DEPBAR.LE gsb0, 0x1",
-    "MUFU.EX2 x65", "WARPGROUP.DEPBAR.LE gsb0, 0x0"]``."""
+def _sass(compiled) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
-        sass = subprocess.run([_nvidia_tool("cuobjdump"), "-sass", cubin], capture_output=True,
+        return subprocess.run([_nvidia_tool("cuobjdump"), "-sass", cubin], capture_output=True,
                               text=True, check=True).stdout
-    code = [(int(addr, 16), op) for addr, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+
+
+def product_loops(compiled) -> list[list[str]]:
+    """For each innermost loop of the SASS that runs tensor-core products, its products, waits
+    and exp2 in order, a run of one instruction collapsed: ``["HGMMA x16",
+    "WARPGROUP.DEPBAR.LE gsb0, 0x1", "MUFU.EX2 x65", "WARPGROUP.DEPBAR.LE gsb0, 0x0"]``. Loops
+    that hold another such loop (a warp-specialised program's dispatch, an mbarrier's retry
+    path branching back over the body) are left out."""
+    code = [(int(addr, 16), op)
+            for addr, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", _sass(compiled))]
     index = {addr: i for i, (addr, _) in enumerate(code)}
     loops = []
     for end, (addr, op) in enumerate(code):
         branch = re.search(r"BRA\s.*?0x([0-9a-f]+)", op)
         if not branch or int(branch.group(1), 16) >= addr:
             continue  # only backward branches close a loop
+        start = index[int(branch.group(1), 16)]
         runs = []
-        for _, body_op in code[index[int(branch.group(1), 16)]:end + 1]:
+        for _, body_op in code[start:end + 1]:
             body_op = body_op.split(None, 1)[1] if body_op.startswith("@") else body_op  # predicate
             match = _LOOP_OPS.match(body_op)
             if not match:
@@ -168,8 +173,17 @@ def product_loops(compiled) -> list[list[str]]:
             else:
                 runs.append([name, 1])
         if any(name == "HGMMA" for name, _ in runs):
-            loops.append([name if count == 1 else f"{name} x{count}" for name, count in runs])
-    return loops
+            loops.append((start, end, [name if count == 1 else f"{name} x{count}"
+                                       for name, count in runs]))
+    return [ops for start, end, ops in loops
+            if not any(start <= s and e <= end and (s, e) != (start, end) for s, e, _ in loops)]
+
+
+def partition_registers(compiled) -> list[int]:
+    """The register counts that warp-specialised partitions set for themselves (setmaxnreg)."""
+    return sorted({int(count, 16) for count in
+                   re.findall(r"USETMAXREG\.\w+(?:\.\w+)*\s+(?:UP\d+,\s*)?0x([0-9a-f]+)",
+                              _sass(compiled))})
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -209,7 +223,8 @@ def loops_report():
             registers, spills = registers_and_spills(compiled, 90)
             yield {"kernel": "hopper-prefill", "dtype": _name(dtype), "head_dim": head_dim,
                    "queries_per_kv": queries_per_kv, "registers": registers,
-                   "spill_bytes": spills, "loops": product_loops(compiled)}
+                   "spill_bytes": spills, "partition_registers": partition_registers(compiled),
+                   "loops": product_loops(compiled)}
 
 
 def main() -> int:

@@ -230,7 +230,7 @@ def smollm2_job(backend):
                 prompts={"kind": "chat", "questions": CHAT_QUESTIONS})
 
 
-HOPPER_PREFILL_ENV = {"FLASHCORE_HOPPER_PREFILL": "1"}
+TRITON_PREFILL_ENV = {"FLASHCORE_HOPPER_PREFILL": "0"}
 
 
 def on_hopper() -> bool:
@@ -263,11 +263,12 @@ def all_jobs() -> dict[str, dict]:
         hf_overrides={"attn_logit_softcapping": None})
     for backend in ("FLASHCORE", "FLASH_ATTN", "TRITON_ATTN"):
         jobs[f"smollm2/{backend}"] = smollm2_job(backend)
-    # The Gluon prefill kernel of Hopper GPUs, opt-in (config.hopper_prefill_enabled).
-    jobs["llama3_8b_heads/FLASHCORE/hopper_prefill"] = dict(
-        geometry_job("llama3_8b_heads", "FLASHCORE"), env=HOPPER_PREFILL_ENV)
-    jobs["prefix_caching/FLASHCORE/hopper_prefill"] = dict(
-        prefix_caching_job("FLASHCORE"), env=HOPPER_PREFILL_ENV)
+    # On Hopper the jobs above prefill through the Gluon kernel (config.hopper_prefill_enabled);
+    # these keep the Triton prefill kernel, what every other GPU runs, in a real engine there.
+    jobs["llama3_8b_heads/FLASHCORE/triton_prefill"] = dict(
+        geometry_job("llama3_8b_heads", "FLASHCORE"), env=TRITON_PREFILL_ENV)
+    jobs["prefix_caching/FLASHCORE/triton_prefill"] = dict(
+        prefix_caching_job("FLASHCORE"), env=TRITON_PREFILL_ENV)
     for name, job in jobs.items():
         job["name"] = name
         job["backend"] = name.split("/")[1]
@@ -459,27 +460,27 @@ def test_gemma2_soft_cap_and_alternating_window(runner):
     assert_detected(control, tr_cmp, "without the soft cap")
 
 
-@uses(lambda: ["llama3_8b_heads/FLASHCORE/hopper_prefill", "llama3_8b_heads/FLASH_ATTN/eager",
-               "llama3_8b_heads/TRITON_ATTN/eager", "prefix_caching/FLASHCORE/hopper_prefill",
+@uses(lambda: ["llama3_8b_heads/FLASHCORE/triton_prefill", "llama3_8b_heads/FLASH_ATTN/eager",
+               "llama3_8b_heads/TRITON_ATTN/eager", "prefix_caching/FLASHCORE/triton_prefill",
                "prefix_caching/FLASH_ATTN"] if on_hopper() else [])
-def test_hopper_prefill_matches_flash_attn(runner):
-    """FLASHCORE_HOPPER_PREFILL=1 in the engine: on an H100/H200 every prefill and chunked
-    prefill of llama3_8b_heads (bf16, head 128, plain attention: what ``hopper_prefill.supports``
-    serves, its routing tested in tests/kernels/test_hopper_prefill.py) runs the Gluon kernel,
-    prompts of 1 to 700 tokens in 256-token chunks beside decodes, then 64-token chunks over
-    cached prefixes. Judged as the eager run is."""
+def test_triton_prefill_matches_flash_attn(runner):
+    """FLASHCORE_HOPPER_PREFILL=0 in the engine: on an H100/H200, where FLASHCORE otherwise
+    prefills through the Gluon kernel (hopper_prefill.py), every prefill and chunked prefill of
+    llama3_8b_heads runs the Triton kernel (prefill.py) that other GPUs run: prompts of 1 to 700
+    tokens in 256-token chunks beside decodes, then 64-token chunks over cached prefixes. Judged
+    as the eager run is."""
     if not on_hopper():
-        pytest.skip("the Gluon prefill kernel runs on sm_90 (H100/H200) only")
-    fc = flashcore_ok(runner.result("llama3_8b_heads/FLASHCORE/hopper_prefill"))
+        pytest.skip("elsewhere the other tests run prefill.py already")
+    fc = flashcore_ok(runner.result("llama3_8b_heads/FLASHCORE/triton_prefill"))
     fa = ok(runner.result("llama3_8b_heads/FLASH_ATTN/eager"))
     tr = runner.result("llama3_8b_heads/TRITON_ATTN/eager")
     tr_cmp = compare_runs(tr, fa, "TRITON_ATTN") if tr["ok"] else None
-    fc_cmp = compare_runs(fc, fa, "FLASHCORE hopper_prefill", tr_cmp)
-    fc_cached = flashcore_ok(runner.result("prefix_caching/FLASHCORE/hopper_prefill"))
+    fc_cmp = compare_runs(fc, fa, "FLASHCORE triton_prefill", tr_cmp)
+    fc_cached = flashcore_ok(runner.result("prefix_caching/FLASHCORE/triton_prefill"))
     cached_cmp = compare_runs(fc_cached, ok(runner.result("prefix_caching/FLASH_ATTN")),
-                              "FLASHCORE hopper_prefill, cached prefixes")
-    print_table("llama3_8b_heads with the Gluon prefill kernel, vs FLASH_ATTN",
-                [fc_cmp, tr_cmp, cached_cmp], timings={"FLASHCORE hopper_prefill": fc})
+                              "FLASHCORE triton_prefill, cached prefixes")
+    print_table("llama3_8b_heads with the Triton prefill kernel, vs FLASH_ATTN",
+                [fc_cmp, tr_cmp, cached_cmp], timings={"FLASHCORE triton_prefill": fc})
     assert_close(fc_cmp, tr_cmp)
     assert_close(cached_cmp, None)
 
