@@ -65,7 +65,7 @@ def sweep(suite, g, cases, grid):
     if suite == "prefill":
         # The Gluon kernel first, where it serves this geometry; then prefill.py's tile grid.
         hopper_prefill.supports = HOPPER_PREFILL
-        os.environ["FLASHCORE_HOPPER_PREFILL"] = "1"  # config.hopper_prefill_enabled
+        os.environ["FLASHCORE_HOPPER_PREFILL"] = "1"  # even if the caller turned it off
         if HOPPER_PREFILL(torch.device("cuda"), torch.bfloat16, torch.bfloat16, g.head_dim,
                           g.num_q_heads // g.num_kv_heads, Variant()):
             values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)
