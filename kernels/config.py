@@ -110,8 +110,8 @@ def hopper_prefill_tiles(head_dim: int) -> TileConfig | None:
     serve the head size. ``num_warps`` counts the two consumer warpgroups (16 rows a warp); the
     loader warpgroup comes on top. 128 x 128 tiles, as many stages as fit: head 128, three
     (224 KB of shared memory), 1.20x prefill.py at 4k and 16k on the H200; head 64, four
-    (144 KB), 1.13x / 1.11x prefill.py with 128 x 64 tiles (benchmarks/NOTES.md). Head 256 would need 128 registers a
-    thread for the output accumulator alone."""
+    (144 KB), 1.13x / 1.11x prefill.py with 128 x 64 tiles (benchmarks/NOTES.md). Head 256
+    would need 128 registers a thread for the output accumulator alone."""
     if head_dim == 128:
         return TileConfig(block_m=128, block_n=128, num_warps=8, num_stages=3)
     if head_dim == 64:

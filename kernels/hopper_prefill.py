@@ -89,13 +89,11 @@ def row_offsets(first_token, q_len, q_block, kv_head, stride_t, stride_h, FIRST_
 
 
 @gluon.jit
-def load_kv(program, k_ring, v_ring, barriers, PAGE_SIZE: gl.constexpr):
+def load_kv(kv, k_ring, v_ring, barriers, PAGE_SIZE: gl.constexpr):
     """The loader: every KV tile of the program into the ring, slot t % STAGES once both
     consumers have released it; each thread's cp.async arrival on ``kv_ready`` says its copies
     have landed."""
-    (out, query, k_cache, v_cache, block_table_row, first_token, q_len, q_block, kv_head,
-     context_len, kv_end, num_full, num_tiles, qk_scale, stride_qt, stride_qh, stride_ot,
-     stride_oh, stride_page, stride_slot) = program
+    k_cache, v_cache, block_table_row, kv_end, num_tiles, stride_page, stride_slot = kv
     kv_ready, kv_free, turn = barriers
     STAGES: gl.constexpr = k_ring.shape[0]
     BLOCK_N: gl.constexpr = k_ring.shape[1]
@@ -159,12 +157,12 @@ def kv_step(j, HALF: gl.constexpr, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, 
 
 
 @gluon.jit
-def attend(program, HALF: gl.constexpr, q_smem, k_ring, v_ring, barriers,
+def attend(rows, kv, HALF: gl.constexpr, q_smem, k_ring, v_ring, barriers,
            QUERIES_PER_KV: gl.constexpr, BLOCK_Q: gl.constexpr, CAUSAL: gl.constexpr):
     """A consumer: its half of the program's rows attends over every KV tile, into ``out``."""
-    (out, query, k_cache, v_cache, block_table_row, first_token, q_len, q_block, kv_head,
-     context_len, kv_end, num_full, num_tiles, qk_scale, stride_qt, stride_qh, stride_ot,
-     stride_oh, stride_page, stride_slot) = program
+    (out, query, first_token, q_len, q_block, kv_head, context_len, num_full, qk_scale, stride_qt,
+     stride_qh, stride_ot, stride_oh) = rows
+    k_cache, v_cache, block_table_row, kv_end, num_tiles, stride_page, stride_slot = kv
     ROWS: gl.constexpr = q_smem.shape[1]
     FIRST_ROW: gl.constexpr = HALF * ROWS
     STAGES: gl.constexpr = k_ring.shape[0]
@@ -211,24 +209,25 @@ def attend(program, HALF: gl.constexpr, q_smem, k_ring, v_ring, barriers,
 
 
 # The three partitions. Worker partitions must share one signature, so each takes all of it:
-# ``program`` (the program's scalars), shared memory, barriers, and the constexprs that the
-# buffers' shapes do not give.
+# the program's scalars (``rows``: its query rows, for the consumers; ``kv``: its KV range in
+# the cache, for the loader), shared memory, barriers, and the constexprs that the buffers'
+# shapes do not give.
 @gluon.jit
-def first_consumer(program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.constexpr,
+def first_consumer(rows, kv, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.constexpr,
                    BLOCK_Q: gl.constexpr, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):
-    attend(program, 0, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q, CAUSAL)
+    attend(rows, kv, 0, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q, CAUSAL)
 
 
 @gluon.jit
-def second_consumer(program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.constexpr,
+def second_consumer(rows, kv, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.constexpr,
                     BLOCK_Q: gl.constexpr, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):
-    attend(program, 1, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q, CAUSAL)
+    attend(rows, kv, 1, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q, CAUSAL)
 
 
 @gluon.jit
-def loader(program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.constexpr,
+def loader(rows, kv, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.constexpr,
            BLOCK_Q: gl.constexpr, PAGE_SIZE: gl.constexpr, CAUSAL: gl.constexpr):
-    load_kv(program, k_ring, v_ring, barriers, PAGE_SIZE)
+    load_kv(kv, k_ring, v_ring, barriers, PAGE_SIZE)
 
 
 # As in prefill.py: num_seqs changes every batch, the block table's row stride between an engine
@@ -277,21 +276,20 @@ def hopper_prefill_kernel(
     for i in gl.static_range(2):
         mbarrier.init(turn.index(i), count=1)
 
-    program = (out, query, k_cache + kv_head.to(gl.int64) * stride_kvh,
-               v_cache + kv_head.to(gl.int64) * stride_kvh,
-               block_table + seq.to(gl.int64) * stride_bt, first_token, q_len, q_block, kv_head,
-               context_len, kv_end, num_full, num_tiles, qk_scale, stride_qt, stride_qh,
-               stride_ot, stride_oh, stride_page, stride_slot)
+    rows = (out, query, first_token, q_len, q_block, kv_head, context_len, num_full, qk_scale,
+            stride_qt, stride_qh, stride_ot, stride_oh)
+    kv = (k_cache + kv_head.to(gl.int64) * stride_kvh, v_cache + kv_head.to(gl.int64) * stride_kvh,
+          block_table + seq.to(gl.int64) * stride_bt, kv_end, num_tiles, stride_page, stride_slot)
     barriers = (kv_ready, kv_free, turn)
     # The argument tuples are written out: a tuple assigned to a name would turn its
     # constexprs into tensors. The kernel's own warps run the first consumer.
     gl.warp_specialize([
-        (first_consumer, (program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q,
+        (first_consumer, (rows, kv, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q,
                           PAGE_SIZE, CAUSAL)),
-        (second_consumer, (program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q,
+        (second_consumer, (rows, kv, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q,
                            PAGE_SIZE, CAUSAL)),
-        (loader, (program, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q, PAGE_SIZE,
-                  CAUSAL)),
+        (loader, (rows, kv, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV, BLOCK_Q,
+                  PAGE_SIZE, CAUSAL)),
     ], [WARPGROUP, WARPGROUP], [CONSUMER_REGISTERS, LOADER_REGISTERS])
 
 

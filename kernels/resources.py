@@ -7,8 +7,9 @@ found here, on any machine, instead of as an OutOfResources error on a user's GP
 
 Prints one JSON object per (kernel, dtype, head_dim) with ``shared`` bytes and the limit. With
 ``--loops``, for the Gluon prefill kernel of Hopper (``hopper_prefill.py``): its registers and
-spills (ptxas) and, for each loop of its SASS that runs tensor-core products, the order of
-products, waits and exp2, which shows whether the softmax runs under the PV product.
+spills (ptxas), the register counts its partitions set (setmaxnreg) and, for each innermost loop
+of its SASS that runs tensor-core products, the order of products, waits and exp2, which shows
+what each consumer issues before it waits.
 Compilation needs the real Triton compiler, so this runs with TRITON_INTERPRET unset (it
 re-executes itself without it when the variable is set).
 """
@@ -138,7 +139,8 @@ def registers_and_spills(compiled, arch: int) -> tuple[int, int]:
 _LOOP_OPS = re.compile(r"HGMMA|WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x\d+|MUFU\.EX2")
 
 
-def _sass(compiled) -> str:
+def sass(compiled) -> str:
+    """The kernel's SASS listing (cuobjdump)."""
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
@@ -146,14 +148,14 @@ def _sass(compiled) -> str:
                               text=True, check=True).stdout
 
 
-def product_loops(compiled) -> list[list[str]]:
-    """For each innermost loop of the SASS that runs tensor-core products, its products, waits
-    and exp2 in order, a run of one instruction collapsed: ``["HGMMA x16",
+def product_loops(listing: str) -> list[list[str]]:
+    """For each innermost loop of the SASS ``listing`` that runs tensor-core products, its
+    products, waits and exp2 in order, a run of one instruction collapsed: ``["HGMMA x16",
     "WARPGROUP.DEPBAR.LE gsb0, 0x1", "MUFU.EX2 x65", "WARPGROUP.DEPBAR.LE gsb0, 0x0"]``. Loops
     that hold another such loop (a warp-specialised program's dispatch, an mbarrier's retry
     path branching back over the body) are left out."""
     code = [(int(addr, 16), op)
-            for addr, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", _sass(compiled))]
+            for addr, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", listing)]
     index = {addr: i for i, (addr, _) in enumerate(code)}
     loops = []
     for end, (addr, op) in enumerate(code):
@@ -179,11 +181,12 @@ def product_loops(compiled) -> list[list[str]]:
             if not any(start <= s and e <= end and (s, e) != (start, end) for s, e, _ in loops)]
 
 
-def partition_registers(compiled) -> list[int]:
-    """The register counts that warp-specialised partitions set for themselves (setmaxnreg)."""
+def partition_registers(listing: str) -> list[int]:
+    """The register counts that warp-specialised partitions set for themselves (setmaxnreg), read
+    off the SASS ``listing``."""
     return sorted({int(count, 16) for count in
                    re.findall(r"USETMAXREG\.\w+(?:\.\w+)*\s+(?:UP\d+,\s*)?0x([0-9a-f]+)",
-                              _sass(compiled))})
+                              listing)})
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -221,10 +224,11 @@ def loops_report():
         for queries_per_kv in (1, 4):
             compiled = compile_kernel("hopper-prefill", dtype, dtype, head_dim, queries_per_kv, 90)
             registers, spills = registers_and_spills(compiled, 90)
+            listing = sass(compiled)
             yield {"kernel": "hopper-prefill", "dtype": _name(dtype), "head_dim": head_dim,
                    "queries_per_kv": queries_per_kv, "registers": registers,
-                   "spill_bytes": spills, "partition_registers": partition_registers(compiled),
-                   "loops": product_loops(compiled)}
+                   "spill_bytes": spills, "partition_registers": partition_registers(listing),
+                   "loops": product_loops(listing)}
 
 
 def main() -> int:
