@@ -36,8 +36,8 @@ def interpreting() -> bool:
 def hopper_prefill_enabled() -> bool:
     """Whether the launcher may take the Gluon prefill kernel of Hopper GPUs (hopper_prefill.py),
     which is the default; FLASHCORE_HOPPER_PREFILL=0 sends every prefill to prefill.py instead.
-    On the H200, causal, 32/8 heads of 128, it ran at 1.2x prefill.py's rate and 0.90x
-    FlashAttention-3's at 4k and 16k tokens (benchmarks/NOTES.md)."""
+    On the H200, causal, 32/8 heads of 128, it ran at 1.23x prefill.py's rate and 0.90x / 0.92x
+    FlashAttention-3's at 4k / 16k tokens (benchmarks/NOTES.md)."""
     return os.environ.get("FLASHCORE_HOPPER_PREFILL", "1") != "0"
 
 
@@ -108,14 +108,20 @@ def prefill_tiles(head_dim: int, queries_per_kv: int, dtype: torch.dtype = torch
 def hopper_prefill_tiles(head_dim: int) -> TileConfig | None:
     """Tiles of the Gluon prefill kernel (hopper_prefill.py, sm_90), None where it does not
     serve the head size. ``num_warps`` counts the two consumer warpgroups (16 rows a warp); the
-    loader warpgroup comes on top. 128 x 128 tiles, as many stages as fit: head 128, three
-    (224 KB of shared memory), 1.20x prefill.py at 4k and 16k on the H200; head 64, four
-    (144 KB), 1.13x / 1.11x prefill.py with 128 x 64 tiles (benchmarks/NOTES.md). Head 256
-    would need 128 registers a thread for the output accumulator alone."""
+    loader warpgroup comes on top. H200, bf16, one causal sequence of 4k / 16k tokens, TFLOP/s
+    against prefill.py's best tile in the same process (benchmarks/NOTES.md):
+    - head 128, 128 x 128 tiles, three stages (224 KB of shared memory): 473 / 545 against
+      383 / 442;
+    - head 64, 128 x 128, four stages (144 KB): 310 / 393 against 284 / 356;
+    - head 256, 128 x 64, two stages (197 KB; a third would not fit): 470 / 618 against
+      343 / 461. Its consumers hold a 64 x 256 fp32 output, 128 registers a thread, so S and P
+      fit beside it only with 64-token KV tiles."""
     if head_dim == 128:
         return TileConfig(block_m=128, block_n=128, num_warps=8, num_stages=3)
     if head_dim == 64:
         return TileConfig(block_m=128, block_n=128, num_warps=8, num_stages=4)
+    if head_dim == 256:
+        return TileConfig(block_m=128, block_n=64, num_warps=8, num_stages=2)
     return None
 
 

@@ -6,8 +6,8 @@ the softmax, then the PV product, so the tensor cores sit idle through every sof
 (benchmarks/NOTES.md). Gluon, Triton's lower-level dialect, lets a program split its warps into
 partitions that run different code. Each program here has three warpgroups:
 
-    loader       gathers the K/V pages of tile t into ring slot t % STAGES (cp.async), once
-                 both consumers have released the slot
+    loader       gathers the K and V pages of tile t into ring slot t % STAGES (cp.async),
+                 each once both consumers have released it
     consumer 0   rows [0, BLOCK_M/2) of the program's query tile
     consumer 1   rows [BLOCK_M/2, BLOCK_M)
 
@@ -16,8 +16,12 @@ O += P_{j-1} V_{j-1}, hands the turn to the other consumer, and runs the softmax
 turns make the tensor cores run consumer 0's products, then consumer 1's, and so on, so each
 softmax runs under the other consumer's products (FlashAttention-3's "ping-pong").
 
-Three kinds of mbarrier keep the order: ``kv_ready`` (a slot's copies have landed: one cp.async
-arrival per loader thread), ``kv_free`` (both consumers are done with a slot) and ``turn``.
+Three kinds of mbarrier keep the order: ``k_ready`` / ``v_ready`` (a slot's K or V copies have
+landed: one cp.async arrival per loader thread), ``k_free`` / ``v_free`` (both consumers are done
+with a slot's K or V) and ``turn``. K and V are released apart because they are read a step
+apart: K_j by the QK^T product of step j, V_j by the PV product of step j + 1. So the loader
+refills a K slot a step earlier than a shared release would let it, and a ring of two slots
+already keeps one tile in flight (head 256 has room for no more).
 Rows are laid out as in ``prefill.py``: BLOCK_Q query tokens times the ``queries_per_kv`` heads
 of one KV head, with the same grid and program order. This kernel serves only plain attention
 (no sliding window, soft cap, ALiBi, sinks or fp8 cache) in fp16/bf16 at the head sizes of
@@ -41,8 +45,10 @@ HEAD_DIMS = tuple(d for d in range(8, 257, 8) if config.hopper_prefill_tiles(d) 
 
 # Registers a thread, by partition. A program of three warpgroups may hold 168 a thread
 # (65536 / 384, rounded down to a multiple of 8): 2 x 232 + 40 = 3 x 168. A consumer holds
-# S (64), O (64) and P twice (the one in flight and the next: 2 x 32); the loader only
-# addresses. ptxas spills nothing at this split; at 240 / 24 the loader spills 52 bytes.
+# S, O and P twice (the one in flight and the next): at head 128 with 128-token KV tiles
+# 64 + 64 + 2 x 32 fp32 registers, at head 256 with 64-token tiles 32 + 128 + 2 x 16; the
+# loader only addresses. ptxas spills nothing at this split; at 240 / 24 the loader spills 52
+# bytes (head 128).
 CONSUMER_REGISTERS = 232
 LOADER_REGISTERS = 40
 PROGRAM_REGISTERS = (2 * CONSUMER_REGISTERS + LOADER_REGISTERS) // 3
@@ -90,11 +96,11 @@ def row_offsets(first_token, q_len, q_block, kv_head, stride_t, stride_h, FIRST_
 
 @gluon.jit
 def load_kv(kv, k_ring, v_ring, barriers, PAGE_SIZE: gl.constexpr):
-    """The loader: every KV tile of the program into the ring, slot t % STAGES once both
-    consumers have released it; each thread's cp.async arrival on ``kv_ready`` says its copies
-    have landed."""
+    """The loader: every KV tile of the program into the ring, K and V of tile t into slot
+    t % STAGES, each once both consumers have released it there; each thread's cp.async
+    arrival on ``k_ready`` or ``v_ready`` says its copies have landed."""
     k_cache, v_cache, block_table_row, kv_end, num_tiles, stride_page, stride_slot = kv
-    kv_ready, kv_free, turn = barriers
+    k_ready, v_ready, k_free, v_free, turn = barriers
     STAGES: gl.constexpr = k_ring.shape[0]
     BLOCK_N: gl.constexpr = k_ring.shape[1]
     HEAD_DIM: gl.constexpr = k_ring.shape[2]
@@ -103,13 +109,16 @@ def load_kv(kv, k_ring, v_ring, barriers, PAGE_SIZE: gl.constexpr):
     cols = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, layout))
     for t in range(num_tiles):
         slot = t % STAGES
-        mbarrier.wait(kv_free.index(slot), ((t // STAGES) & 1) ^ 1)  # passes at once in round 0
+        released = ((t // STAGES) & 1) ^ 1  # the phase that passes at once in round 0
         rows = kv_rows(block_table_row, t, kv_end, stride_page, stride_slot, BLOCK_N, PAGE_SIZE,
                        layout)
         offsets = rows[:, None] + cols[None, :]
+        mbarrier.wait(k_free.index(slot), released)
         async_copy.async_copy_global_to_shared(k_ring.index(slot), k_cache + offsets)
+        async_copy.mbarrier_arrive(k_ready.index(slot), increment_count=False)
+        mbarrier.wait(v_free.index(slot), released)
         async_copy.async_copy_global_to_shared(v_ring.index(slot), v_cache + offsets)
-        async_copy.mbarrier_arrive(kv_ready.index(slot), increment_count=False)
+        async_copy.mbarrier_arrive(v_ready.index(slot), increment_count=False)
 
 
 @gluon.jit
@@ -118,12 +127,14 @@ def kv_step(j, HALF: gl.constexpr, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, 
             s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
     """One consumer's step j: the products of tiles j (QK^T) and j - 1 (PV) on the tensor
     cores in its turn, then the softmax of tile j."""
-    kv_ready, kv_free, turn = barriers
+    k_ready, v_ready, k_free, v_free, turn = barriers
     STAGES: gl.constexpr = k_ring.shape[0]
     BLOCK_N: gl.constexpr = k_ring.shape[1]
     slot = j % STAGES
-    prev = gl.maximum(j - 1, 0) % STAGES  # step 0 multiplies P_{-1} = 0 by tile 0's V
-    mbarrier.wait(kv_ready.index(slot), (j // STAGES) & 1)
+    prev_tile = gl.maximum(j - 1, 0)  # step 0 multiplies P_{-1} = 0 by tile 0's V
+    prev = prev_tile % STAGES
+    mbarrier.wait(k_ready.index(slot), (j // STAGES) & 1)
+    mbarrier.wait(v_ready.index(prev), (prev_tile // STAGES) & 1)
     fence_async_shared()  # the loader's cp.async writes, before the products read the slot
     # Consumer 0's turn j follows consumer 1's turn j - 1 (at j = 0 it passes at once), and
     # consumer 1's turn j follows consumer 0's turn j.
@@ -136,6 +147,7 @@ def kv_step(j, HALF: gl.constexpr, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, 
     mbarrier.arrive(turn.index(1 - HALF))
     p_in_flight = p  # read from registers by the PV product until its wait
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s_token, ))
+    mbarrier.arrive(k_free.index(slot))  # this consumer is done with K_j
 
     if MASKED:
         kv_pos = j * BLOCK_N + gl.arange(0, BLOCK_N, gl.SliceLayout(0, s_layout))
@@ -152,7 +164,7 @@ def kv_step(j, HALF: gl.constexpr, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring, 
 
     acc, p_in_flight = warpgroup_mma_wait(num_outstanding=0, deps=(acc_token, p_in_flight))
     acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-    mbarrier.arrive(kv_free.index(prev), pred=j > 0)  # this consumer is done with tile j - 1
+    mbarrier.arrive(v_free.index(prev), pred=j > 0)  # this consumer is done with V_{j-1}
     return s, p, acc, m_new, l_i
 
 
@@ -199,7 +211,12 @@ def attend(rows, kv, HALF: gl.constexpr, q_smem, k_ring, v_ring, barriers,
         s, p, acc, m_i, l_i = kv_step(j, HALF, s, p, acc, m_i, l_i, q_smem, k_ring, v_ring,
                                       barriers, q_pos, kv_end, qk_scale, True, CAUSAL, s_layout,
                                       o_layout, p_layout)
-    acc = warpgroup_mma(p, v_ring.index((num_tiles - 1) % STAGES), acc)
+    # The last PV product, after the last tile's V has landed.
+    k_ready, v_ready, k_free, v_free, turn = barriers
+    last = num_tiles - 1
+    mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
+    fence_async_shared()
+    acc = warpgroup_mma(p, v_ring.index(last % STAGES), acc)
 
     acc = acc / gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))[:, None]
     out_offsets, out_valid = row_offsets(first_token, q_len, q_block, kv_head, stride_ot,
@@ -267,12 +284,16 @@ def hopper_prefill_kernel(
     q_smem = gl.allocate_shared_memory(dtype, [2, BLOCK_M // 2, HEAD_DIM], smem_layout)
     k_ring = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], smem_layout)
     v_ring = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], smem_layout)
-    kv_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    kv_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
-        mbarrier.init(kv_ready.index(i), count=WARPGROUP * 32)  # one arrival per loader thread
-        mbarrier.init(kv_free.index(i), count=2)  # one arrival per consumer
+        mbarrier.init(k_ready.index(i), count=WARPGROUP * 32)  # one arrival per loader thread
+        mbarrier.init(v_ready.index(i), count=WARPGROUP * 32)
+        mbarrier.init(k_free.index(i), count=2)  # one arrival per consumer
+        mbarrier.init(v_free.index(i), count=2)
     for i in gl.static_range(2):
         mbarrier.init(turn.index(i), count=1)
 
@@ -280,7 +301,7 @@ def hopper_prefill_kernel(
             stride_qt, stride_qh, stride_ot, stride_oh)
     kv = (k_cache + kv_head.to(gl.int64) * stride_kvh, v_cache + kv_head.to(gl.int64) * stride_kvh,
           block_table + seq.to(gl.int64) * stride_bt, kv_end, num_tiles, stride_page, stride_slot)
-    barriers = (kv_ready, kv_free, turn)
+    barriers = (k_ready, v_ready, k_free, v_free, turn)
     # The argument tuples are written out: a tuple assigned to a name would turn its
     # constexprs into tensors. The kernel's own warps run the first consumer.
     gl.warp_specialize([

@@ -56,7 +56,7 @@ def test_serves_plain_fp16_and_bf16_at_its_head_sizes(on_hopper):
 
 
 @pytest.mark.parametrize("reason,args", [
-    ("head 256", (CUDA, torch.bfloat16, torch.bfloat16, 256, 4, PLAIN)),
+    ("head 192", (CUDA, torch.bfloat16, torch.bfloat16, 192, 4, PLAIN)),
     ("head 96", (CUDA, torch.bfloat16, torch.bfloat16, 96, 4, PLAIN)),
     ("head 80", (CUDA, torch.bfloat16, torch.bfloat16, 80, 4, PLAIN)),
     ("fp32", (CUDA, torch.float32, torch.float32, 128, 4, PLAIN)),
@@ -97,9 +97,12 @@ def test_products_issue_together_in_each_consumer():
         assert row["spill_bytes"] == 0, row
         assert {hopper_prefill.CONSUMER_REGISTERS,
                 hopper_prefill.LOADER_REGISTERS} <= set(row["partition_registers"]), row
-        assert len(row["loops"]) >= 4, row  # two loops (unmasked, diagonal) per consumer
-        for loop in row["loops"]:
-            assert loop[:2] == [f"HGMMA x{products}", "WARPGROUP.DEPBAR.LE gsb0, 0x1"], row
+        # Two KV loops (unmasked, diagonal) per consumer. Loops that start elsewhere are an
+        # mbarrier's retry path, which ptxas lays out to branch back over the last product.
+        steps = [loop for loop in row["loops"] if loop[0] == f"HGMMA x{products}"]
+        assert len(steps) >= 4, row
+        for loop in steps:
+            assert loop[1] == "WARPGROUP.DEPBAR.LE gsb0, 0x1", row
 
 
 @pytest.fixture

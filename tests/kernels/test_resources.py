@@ -13,8 +13,8 @@ import pytest
 
 # prefill, decode, decode-split x bf16, fp32 (and bf16 over fp8 where the architecture has
 # fp8) x the head sizes of each tile rule; on sm_90 also the Gluon prefill kernel, fp16 and bf16
-# at heads 64 and 128
-@pytest.mark.parametrize("arch, configs", [(90, 3 * 3 * 3 + 2 * 2), (86, 3 * 2 * 3)])
+# at heads 64, 128 and 256
+@pytest.mark.parametrize("arch, configs", [(90, 3 * 3 * 3 + 2 * 3), (86, 3 * 2 * 3)])
 def test_tiles_fit_shared_memory(arch, configs):
     """Hopper's tiles, and the compact ones of GPUs with 99 KB of shared memory per block."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compiler

@@ -1,0 +1,95 @@
+"""Time versions of the Hopper prefill kernel against each other in one process, interleaved, with
+the Triton prefill kernel beside them as a control: how a change to ``kernels/hopper_prefill.py``
+is measured before it lands (benchmarks/NOTES.md).
+
+    git show HEAD:kernels/hopper_prefill.py > /tmp/head.py
+    python benchmarks/ab_prefill.py --version head=/tmp/head.py \\
+        --version new=kernels/hopper_prefill.py --geometry llama3-8b --lengths 1024,4096,16384
+
+Each version is a file loaded as a module of the installed package (so its relative imports
+resolve), and its ``launch`` replaces ``hopper_prefill.launch`` while it is timed; the tiles
+come from ``config.hopper_prefill_tiles`` for all of them. Every round times every version at
+every length; the table gives each version's median over the rounds in TFLOP/s (one causal
+sequence, bf16, page 16, random page order, CUDA-graph replay), and the spread (max - min) over
+the rounds, so drift shows up beside the difference.
+"""
+
+import argparse
+import importlib.util
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import batches  # noqa: E402
+import geometry  # noqa: E402
+import harness  # noqa: E402
+
+from flashcore_kernels import hopper_prefill  # noqa: E402
+from flashcore_kernels.checks import Variant  # noqa: E402
+
+TRITON = "triton"  # the control: prefill.py, which serves when hopper_prefill.supports says no
+
+
+def load_version(name: str, path: str):
+    """``path`` as the module ``flashcore_kernels.ab_<name>``."""
+    spec = importlib.util.spec_from_file_location(f"flashcore_kernels.ab_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tflops(spec, g, version) -> float:
+    """One launch of the launcher with ``version`` (a module, or TRITON) serving the prefill."""
+    supports, launch = hopper_prefill.supports, hopper_prefill.launch
+    if version == TRITON:
+        hopper_prefill.supports = lambda *_: False
+    else:
+        hopper_prefill.launch = version.launch
+    try:
+        inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim)
+        runner = harness.KernelRunner(inp)
+        ms = harness.time_ms(runner.forward, inp.qkv.device, "graph", 25, 100)
+        harness.release(inp)
+    finally:
+        hopper_prefill.supports, hopper_prefill.launch = supports, launch
+    return batches.attention_flops(spec, g.num_q_heads, g.head_dim) / ms / 1e9
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="append", required=True, metavar="NAME=FILE",
+                   help="a version of kernels/hopper_prefill.py (repeat for each)")
+    p.add_argument("--geometry", default="llama3-8b")
+    p.add_argument("--lengths", type=lambda t: [int(v) for v in t.split(",")],
+                   default=[1024, 4096, 16384])
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("needs a CUDA GPU")
+    g = geometry.get(args.geometry)
+    if not hopper_prefill.supports(torch.device("cuda"), torch.bfloat16, torch.bfloat16,
+                                   g.head_dim, g.queries_per_kv, Variant()):
+        sys.exit(f"hopper_prefill.py does not serve {g} on this GPU")
+    versions = {name: load_version(name, path)
+                for name, path in (v.split("=", 1) for v in args.version)}
+    versions[TRITON] = TRITON
+    rates = {(name, n): [] for name in versions for n in args.lengths}
+    for _ in range(args.rounds):
+        for n in args.lengths:
+            for name, version in versions.items():
+                rates[name, n].append(tflops(batches.prefill_batch(1, n), g, version))
+    print(f"{g.name} ({g.num_q_heads}/{g.num_kv_heads} heads, head {g.head_dim}), "
+          f"{torch.cuda.get_device_name()}, TFLOP/s, median (spread) of {args.rounds} rounds")
+    print("| version | " + " | ".join(f"1 x {n}" for n in args.lengths) + " |")
+    print("|---|" + "---|" * len(args.lengths))
+    for name in versions:
+        cells = [f"{statistics.median(r):.1f} ({max(r) - min(r):.1f})"
+                 for r in (rates[name, n] for n in args.lengths)]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
