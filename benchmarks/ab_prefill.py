@@ -4,14 +4,14 @@ is measured before it lands (benchmarks/NOTES.md).
 
     git show HEAD:kernels/hopper_prefill.py > /tmp/head.py
     python benchmarks/ab_prefill.py --version head=/tmp/head.py \\
-        --version new=kernels/hopper_prefill.py --geometry llama3-8b --lengths 1024,4096,16384
+        --version new=kernels/hopper_prefill.py --geometry llama3-8b --shapes 1x4096,16x512
 
 Each version is a file loaded as a module of the installed package (so its relative imports
 resolve), and its ``launch`` replaces ``hopper_prefill.launch`` while it is timed; the tiles
 come from ``config.hopper_prefill_tiles`` for all of them. Every round times every version at
-every length; the table gives each version's median over the rounds in TFLOP/s (one causal
-sequence, bf16, page 16, random page order, CUDA-graph replay), and the spread (max - min) over
-the rounds, so drift shows up beside the difference.
+every shape (sequences x tokens, causal); the table gives each version's median over the rounds
+in TFLOP/s (bf16, page 16, random page order, CUDA-graph replay), and the spread (max - min)
+over the rounds, so drift shows up beside the difference.
 """
 
 import argparse
@@ -58,13 +58,17 @@ def tflops(spec, g, version) -> float:
     return batches.attention_flops(spec, g.num_q_heads, g.head_dim) / ms / 1e9
 
 
+def shapes(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in shape.split("x")) for shape in text.split(",")]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="append", required=True, metavar="NAME=FILE",
                    help="a version of kernels/hopper_prefill.py (repeat for each)")
     p.add_argument("--geometry", default="llama3-8b")
-    p.add_argument("--lengths", type=lambda t: [int(v) for v in t.split(",")],
-                   default=[1024, 4096, 16384])
+    p.add_argument("--shapes", type=shapes, default=[(1, 1024), (1, 4096), (1, 16384)],
+                   help="prefill batches as SEQSxTOKENS,... (default 1x1024,1x4096,1x16384)")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -76,18 +80,18 @@ def main():
     versions = {name: load_version(name, path)
                 for name, path in (v.split("=", 1) for v in args.version)}
     versions[TRITON] = TRITON
-    rates = {(name, n): [] for name in versions for n in args.lengths}
+    rates = {(name, shape): [] for name in versions for shape in args.shapes}
     for _ in range(args.rounds):
-        for n in args.lengths:
+        for shape in args.shapes:
             for name, version in versions.items():
-                rates[name, n].append(tflops(batches.prefill_batch(1, n), g, version))
+                rates[name, shape].append(tflops(batches.prefill_batch(*shape), g, version))
     print(f"{g.name} ({g.num_q_heads}/{g.num_kv_heads} heads, head {g.head_dim}), "
           f"{torch.cuda.get_device_name()}, TFLOP/s, median (spread) of {args.rounds} rounds")
-    print("| version | " + " | ".join(f"1 x {n}" for n in args.lengths) + " |")
-    print("|---|" + "---|" * len(args.lengths))
+    print("| version | " + " | ".join(f"{b} x {n}" for b, n in args.shapes) + " |")
+    print("|---|" + "---|" * len(args.shapes))
     for name in versions:
         cells = [f"{statistics.median(r):.1f} ({max(r) - min(r):.1f})"
-                 for r in (rates[name, n] for n in args.lengths)]
+                 for r in (rates[name, shape] for shape in args.shapes)]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
