@@ -133,3 +133,12 @@ def test_gpu_int64_page_offsets(device):
     assert_matches_reference("int64 page offsets (>2^31 elements)", out, small.reference())
     del kv_cache
     torch.cuda.empty_cache()
+
+
+def test_many_sequences(device):
+    """Hundreds of sequences, most of them decodes: each prefill program must find its own
+    sequence among them (``prefill.find_seq``)."""
+    q_lens = [1] * 250 + [5, 1, 17, 2, 1, 9] * 2
+    kv_lens = [3] * 250 + [20, 9, 40, 2, 33, 9] * 2
+    batch = make_batch(q_lens, kv_lens, num_q_heads=4, num_kv_heads=2, device=device, seed=3)
+    check("262 sequences", batch)
