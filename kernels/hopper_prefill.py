@@ -22,6 +22,7 @@ with a slot's K or V) and ``turn``. K and V are released apart because they are 
 apart: K_j by the QK^T product of step j, V_j by the PV product of step j + 1. So the loader
 refills a K slot a step earlier than a shared release would let it, and a ring of two slots
 already keeps one tile in flight (head 256 has room for no more).
+
 Rows are laid out as in ``prefill.py``: BLOCK_Q query tokens times the ``queries_per_kv`` heads
 of one KV head, with the same grid and program order. This kernel serves only plain attention
 (no sliding window, soft cap, ALiBi, sinks or fp8 cache) in fp16/bf16 at the head sizes of
@@ -45,10 +46,10 @@ HEAD_DIMS = tuple(d for d in range(8, 257, 8) if config.hopper_prefill_tiles(d) 
 
 # Registers a thread, by partition. A program of three warpgroups may hold 168 a thread
 # (65536 / 384, rounded down to a multiple of 8): 2 x 232 + 40 = 3 x 168. A consumer holds
-# S, O and P twice (the one in flight and the next): at head 128 with 128-token KV tiles
-# 64 + 64 + 2 x 32 fp32 registers, at head 256 with 64-token tiles 32 + 128 + 2 x 16; the
-# loader only addresses. ptxas spills nothing at this split; at 240 / 24 the loader spills 52
-# bytes (head 128).
+# S, O and P twice (the one in flight and the next; 16-bit, two to a register): at head 128
+# with 128-token KV tiles 64 + 64 + 2 x 32 registers, at head 256 with 64-token tiles
+# 32 + 128 + 2 x 16. The loader only addresses. ptxas spills nothing at this split; at
+# 240 / 24 the loader spills 52 bytes (head 128).
 CONSUMER_REGISTERS = 232
 LOADER_REGISTERS = 40
 PROGRAM_REGISTERS = (2 * CONSUMER_REGISTERS + LOADER_REGISTERS) // 3
