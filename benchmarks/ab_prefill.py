@@ -49,13 +49,9 @@ def tflops(spec, g, version) -> float:
     else:
         hopper_prefill.launch = version.launch
     try:
-        inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim)
-        runner = harness.KernelRunner(inp)
-        ms = harness.time_ms(runner.forward, inp.qkv.device, "graph", 25, 100)
-        harness.release(inp)
+        return harness.kernel_rate(spec, g, "prefill")
     finally:
         hopper_prefill.supports, hopper_prefill.launch = supports, launch
-    return batches.attention_flops(spec, g.num_q_heads, g.head_dim) / ms / 1e9
 
 
 def shapes(text: str) -> list[tuple[int, int]]:

@@ -319,6 +319,22 @@ def time_ms(fn, device, timer: str, warmup_ms: int, rep_ms: int) -> float:
     return statistics.median(time_all_ms(fn, device, timer, warmup_ms, rep_ms))
 
 
+def kernel_rate(spec: batches.BatchSpec, g: geometry.Geometry, suite: str) -> float:
+    """TFLOP/s (``suite`` "prefill") or TB/s of KV read (decode) of our launcher alone on one
+    batch of random inputs: CUDA-graph replay, bf16, page 16, random page order. The tile
+    sweeps (tune_tiles.py) and the kernel-version comparisons (ab_prefill.py) time with it."""
+    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim)
+    element_size = inp.query.element_size()
+    try:
+        ms = time_ms(KernelRunner(inp).forward, inp.qkv.device, "graph", 25, 100)
+    finally:
+        release(inp)
+    if suite == "prefill":
+        return batches.attention_flops(spec, g.num_q_heads, g.head_dim) / ms / 1e9
+    return batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
+                                   element_size) / ms / 1e9
+
+
 def copy_bandwidth_gbps(device, nbytes: int = 2 << 30) -> float:
     """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
     src = torch.empty(nbytes // 2, dtype=torch.float16, device=device).normal_()

@@ -33,17 +33,6 @@ from flashcore_kernels.checks import Variant  # noqa: E402
 DECODE_SHAPES = ((1, 8192), (8, 2048), (64, 8192), (256, 8192))  # batch x context
 
 
-def rate(spec, g, suite) -> float:
-    """TFLOP/s (prefill) or TB/s of KV read (decode) of one launch of our kernels."""
-    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim)
-    runner = harness.KernelRunner(inp)
-    ms = harness.time_ms(runner.forward, inp.qkv.device, "graph", 25, 100)
-    if suite == "prefill":
-        return batches.attention_flops(spec, g.num_q_heads, g.head_dim) / ms / 1e9
-    return batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
-                                   inp.query.element_size()) / ms / 1e9
-
-
 HEURISTIC_SPLITS = config.num_kv_splits
 HOPPER_PREFILL = hopper_prefill.supports
 
@@ -68,7 +57,7 @@ def sweep(suite, g, cases, grid):
         os.environ["FLASHCORE_HOPPER_PREFILL"] = "1"  # even if the caller turned it off
         if HOPPER_PREFILL(torch.device("cuda"), torch.bfloat16, torch.bfloat16, g.head_dim,
                           g.num_q_heads // g.num_kv_heads, Variant()):
-            values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)
+            values = " ".join(f"{harness.kernel_rate(c, g, suite):7.2f}" for c in cases)
             print(f"  hopper_prefill.py: {values}", flush=True)
         hopper_prefill.supports = lambda *_: False
     for block_m, block_n, warps, stages, lookahead, split in itertools.product(
@@ -80,7 +69,7 @@ def sweep(suite, g, cases, grid):
         setattr(config, f"{suite}_tiles", tiles)
         config.num_kv_splits = with_splits(split)
         try:
-            values = " ".join(f"{rate(c, g, suite):7.2f}" for c in cases)
+            values = " ".join(f"{harness.kernel_rate(c, g, suite):7.2f}" for c in cases)
         except Exception as e:  # a tile that does not fit shared memory, for example
             values = f"failed: {type(e).__name__}"
         ahead = f" lookahead={int(lookahead)}" if suite == "prefill" or lookahead else ""
