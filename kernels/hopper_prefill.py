@@ -38,7 +38,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared, mbarrier, warpgroup_mma, warpgroup_mma_wait)
 
 from . import config
-from .prefill import locate_q_block, prefill_grid
+from .prefill import locate_q_block, prefill_grid, visible_kv
 from .tile import kv_token_offsets
 
 # The head sizes the launcher serves (multiples of 8 up to 256) that have tiles here.
@@ -274,12 +274,8 @@ def hopper_prefill_kernel(
         return
     seq_len = gl.load(seq_lens + seq)
     context_len = seq_len - q_len
-    if CAUSAL:
-        kv_end = context_len + gl.minimum((q_block + 1) * BLOCK_Q, q_len)
-        num_full = (context_len + q_block * BLOCK_Q + 1) // BLOCK_N  # tiles every row sees whole
-    else:
-        kv_end = seq_len
-        num_full = seq_len // BLOCK_N
+    kv_end, full_end = visible_kv(context_len, seq_len, q_len, q_block, BLOCK_Q, BLOCK_N, CAUSAL)
+    num_full = full_end // BLOCK_N  # tiles every row sees whole
     num_tiles = gl.cdiv(kv_end, BLOCK_N)
 
     q_smem = gl.allocate_shared_memory(dtype, [2, BLOCK_M // 2, HEAD_DIM], smem_layout)

@@ -51,6 +51,22 @@ def locate_q_block(cu_seqlens_q, num_seqs, BLOCK_Q: tl.constexpr):
     return seq, first_token, q_len, q_block
 
 
+@triton.jit
+def visible_kv(context_len, seq_len, q_len, q_block, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+               CAUSAL: tl.constexpr):
+    """The KV positions query block ``q_block`` attends to, [0, kv_end), and how many of them,
+    full_end (a whole number of BLOCK_N tiles), every row of the block sees. Causal attention is
+    aligned bottom-right: the block's first query sits at position context_len +
+    q_block * BLOCK_Q."""
+    if CAUSAL:
+        kv_end = context_len + tl.minimum((q_block + 1) * BLOCK_Q, q_len)
+        full_end = (context_len + q_block * BLOCK_Q + 1) // BLOCK_N * BLOCK_N
+    else:
+        kv_end = seq_len
+        full_end = seq_len // BLOCK_N * BLOCK_N
+    return kv_end, full_end
+
+
 # Not specialised on value (Triton compiles a variant for an integer equal to 1 or divisible by
 # 16): num_seqs changes every batch, the block table's row stride between an engine and
 # warm_up's table. One compiled kernel then serves every batch, and warm_up compiles it.
@@ -110,12 +126,7 @@ def prefill_kernel(
     # KV tiles in three runs: [kv_lo, full_lo) masked (the sliding window's edge),
     # [full_lo, full_hi) visible to every row (no masks), [full_hi, kv_end) masked (the diagonal).
     first_pos = context_len + q_block * BLOCK_Q
-    if CAUSAL:
-        kv_end = context_len + tl.minimum((q_block + 1) * BLOCK_Q, q_len)
-        full_hi = (first_pos + 1) // BLOCK_N * BLOCK_N
-    else:
-        kv_end = seq_len
-        full_hi = seq_len // BLOCK_N * BLOCK_N
+    kv_end, full_hi = visible_kv(context_len, seq_len, q_len, q_block, BLOCK_Q, BLOCK_N, CAUSAL)
     if SLIDING_WINDOW > 0:  # causal only (the launcher checks)
         kv_lo = tl.maximum(first_pos - SLIDING_WINDOW + 1, 0)  # first token any row can see
         full_lo = tl.minimum(tl.cdiv(tl.maximum(kv_end - SLIDING_WINDOW, 0), BLOCK_N) * BLOCK_N, kv_end)
