@@ -153,7 +153,9 @@ def product_loops(listing: str) -> list[list[str]]:
     products, waits and exp2 in order, a run of one instruction collapsed: ``["HGMMA x16",
     "WARPGROUP.DEPBAR.LE gsb0, 0x1", "MUFU.EX2 x65", "WARPGROUP.DEPBAR.LE gsb0, 0x0"]``. Loops
     that hold another such loop (a warp-specialised program's dispatch, an mbarrier's retry
-    path branching back over the body) are left out."""
+    path branching back over a whole loop) are left out. A retry path that branches back over
+    products outside any loop (the last PV product, behind its wait) is listed like a loop;
+    it does not start with the step's products, which is how a caller tells it apart."""
     code = [(int(addr, 16), op)
             for addr, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", listing)]
     index = {addr: i for i, (addr, _) in enumerate(code)}
