@@ -10,8 +10,8 @@ engine. All engines the selected tests need start together, ``FLASHCORE_E2E_PARA
 time on the one GPU, each with a fixed KV-cache size so that concurrent engines don't disturb
 each other's memory profiling. Besides the plain geometries: an fp8 (e4m3) KV cache, a
 Mistral-style all-layers sliding window, a Gemma-2-style model (logit soft-cap, sliding
-window on alternate layers), and on Hopper the opt-in Gluon prefill kernel. Run with ``-s`` to
-see the tables:
+window on alternate layers), and on Hopper the Triton prefill kernel, which the Gluon one
+replaces there by default. Run with ``-s`` to see the tables:
 
     .venv/bin/python -m pytest tests/e2e -m gpu -s -q
 """
