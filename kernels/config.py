@@ -125,6 +125,17 @@ def hopper_prefill_tiles(head_dim: int) -> TileConfig | None:
     return None
 
 
+def hopper_prefill_heads_first(kv_bytes: int, device: torch.device) -> bool:
+    """Whether the Gluon prefill kernel launches its programs KV heads first (every head's
+    heaviest query block, then every head's next one) rather than query blocks first (all of
+    head 0's blocks, heaviest first, then head 1's). Heads first is the better schedule, the
+    heaviest work overall starting first, while the K/V that the batch's own tokens write,
+    ``kv_bytes``, fits in L2; past that, programs of one head running together share its K/V
+    in L2 instead. Measured on an H200 (benchmarks/NOTES.md, "Launch order"): heads first
+    gained up to 30% with 4-32 MiB of K/V and lost 2-4% with 64-128 MiB."""
+    return kv_bytes <= l2_cache_bytes(device)
+
+
 def _large_group_tile(queries_per_kv: int, shared_memory: int) -> bool:
     """Whether ``decode_tiles`` may give this group its 128-token tile (it does at 8 splits or
     fewer, head 128 or less): 32 query rows or more, on a GPU with Hopper's shared memory."""
@@ -185,6 +196,10 @@ def multiprocessor_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 4  # the interpreter: a small "GPU", so CPU tests exercise split-KV
     return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def l2_cache_bytes(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).L2_cache_size
 
 
 def decode_programs_per_sm(queries_per_kv: int, shared_memory: int = HOPPER_SHARED_MEMORY) -> int:

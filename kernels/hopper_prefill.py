@@ -250,9 +250,10 @@ def loader(rows, kv, q_smem, k_ring, v_ring, barriers, QUERIES_PER_KV: gl.conste
 
 # As in prefill.py: num_seqs changes every batch, the block table's row stride between an engine
 # and warm_up's table; one compiled kernel serves every batch.
-@gluon.jit(do_not_specialize=["num_seqs", "stride_bt"])
+@gluon.jit(do_not_specialize=["num_seqs", "heads_first", "stride_bt"])
 def hopper_prefill_kernel(
     out, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale, num_seqs,
+    heads_first,  # 1: the grid is (KV heads, query blocks), see launch
     stride_qt, stride_qh, stride_ot, stride_oh, stride_page, stride_kvh, stride_slot, stride_bt,
     QUERIES_PER_KV: gl.constexpr,
     BLOCK_M: gl.constexpr,
@@ -268,8 +269,13 @@ def hopper_prefill_kernel(
     dtype: gl.constexpr = query.dtype.element_ty
     smem_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16)
 
-    kv_head = gl.program_id(1)
-    seq, first_token, q_len, q_block = locate_q_block(cu_seqlens_q, num_seqs, BLOCK_Q)
+    # Arithmetic rather than a branch on heads_first: a branch here costs the head-64 consumers
+    # a spill. Either way the query blocks are numbered down, heaviest first.
+    blocks_first_id = gl.num_programs(0) - 1 - gl.program_id(0)
+    heads_first_id = gl.num_programs(1) - 1 - gl.program_id(1)
+    kv_head = gl.program_id(1) + heads_first * (gl.program_id(0) - gl.program_id(1))
+    q_block_id = blocks_first_id + heads_first * (heads_first_id - blocks_first_id)
+    seq, first_token, q_len, q_block = locate_q_block(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q)
     if q_len <= 1 or q_block * BLOCK_Q >= q_len:
         return
     seq_len = gl.load(seq_lens + seq)
@@ -325,9 +331,15 @@ def launch(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens,
            queries_per_kv, num_seqs, causal):
     num_tokens, head_dim = query.shape[0], query.shape[2]
     options = launch_options(head_dim, queries_per_kv)
-    grid = prefill_grid(num_tokens, num_seqs, k_cache.shape[1], options["BLOCK_Q"])
-    hopper_prefill_kernel[grid](
+    num_kv_heads = k_cache.shape[1]
+    grid = prefill_grid(num_tokens, num_seqs, num_kv_heads, options["BLOCK_Q"])
+    # The first grid axis varies fastest in launch order: KV heads first launches every head's
+    # heaviest query block before any head's next one.
+    heads_first = config.hopper_prefill_heads_first(
+        num_tokens * num_kv_heads * head_dim * 2 * k_cache.element_size(), query.device)
+    hopper_prefill_kernel[grid[::-1] if heads_first else grid](
         out, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale, num_seqs,
+        int(heads_first),
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
         PAGE_SIZE=k_cache.shape[2], CAUSAL=causal, **options)

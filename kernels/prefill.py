@@ -39,11 +39,11 @@ def prefill_grid(num_tokens: int, num_seqs: int, num_kv_heads: int, block_q: int
 
 
 @triton.jit
-def locate_q_block(cu_seqlens_q, num_seqs, BLOCK_Q: tl.constexpr):
-    """This program's sequence, the sequence's first token and query length, and which of its
-    query blocks the program owns. Causal blocks late in a sequence do the most work: they get
-    the first program ids, so the short ones fill the tail of the grid instead of the long ones."""
-    q_block_id = tl.num_programs(0) - 1 - tl.program_id(0)
+def locate_q_block(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q: tl.constexpr):
+    """The sequence query block ``q_block_id`` belongs to, the sequence's first token and query
+    length, and which of its query blocks that is. Causal blocks late in a sequence do the most
+    work: the kernels number the blocks down from the first program id, so the heavy blocks
+    start first and the light ones fill the tail of the grid."""
     seq = find_seq(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q)
     first_token = tl.load(cu_seqlens_q + seq)
     q_len = tl.load(cu_seqlens_q + seq + 1) - first_token
@@ -102,7 +102,8 @@ def prefill_kernel(
     LOOKAHEAD: tl.constexpr,  # see attend_kv_range (config.TileConfig.lookahead)
 ):
     kv_head = tl.program_id(1)
-    seq, first_token, q_len, q_block = locate_q_block(cu_seqlens_q, num_seqs, BLOCK_Q)
+    q_block_id = tl.num_programs(0) - 1 - tl.program_id(0)
+    seq, first_token, q_len, q_block = locate_q_block(cu_seqlens_q, num_seqs, q_block_id, BLOCK_Q)
     # Single-token queries belong to the decode kernel.
     if q_len <= 1 or q_block * BLOCK_Q >= q_len:
         return

@@ -168,3 +168,24 @@ def test_large_logits(launches):
                        scale=6.0, dtype=torch.bfloat16, device=CUDA, seed=7)
     check("Hopper prefill, large logits", batch, softmax_scale=1.0)
     assert launches
+
+
+
+def test_launch_order_follows_the_l2(monkeypatch):
+    """KV heads first while the K/V the batch writes fits in L2 (measured on an H200: gains up
+    to 32 MiB, losses from 64 MiB), query blocks first beyond."""
+    monkeypatch.setattr(config, "l2_cache_bytes", lambda device: 60 << 20)
+    assert config.hopper_prefill_heads_first(32 << 20, CUDA)
+    assert config.hopper_prefill_heads_first(60 << 20, CUDA)
+    assert not config.hopper_prefill_heads_first(64 << 20, CUDA)
+
+@HOPPER
+@pytest.mark.parametrize("heads_first", [False, True], ids=["query blocks first", "heads first"])
+def test_launch_orders(launches, monkeypatch, heads_first):
+    """Both launch orders (``config.hopper_prefill_heads_first``) give every query block of every
+    KV head one program."""
+    monkeypatch.setattr(config, "hopper_prefill_heads_first", lambda *_: heads_first)
+    batch = make_batch([129, 1, 2, 513, 64, 300], [129, 40, 300, 1000, 64, 900], num_q_heads=32,
+                       num_kv_heads=8, head_dim=128, dtype=torch.bfloat16, device=CUDA, seed=11)
+    check(f"Hopper prefill, heads first {heads_first}", batch)
+    assert launches
