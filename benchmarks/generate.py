@@ -87,6 +87,8 @@ def parse_args(argv=None):
                    help="seconds a --compare subprocess may take (engine start included)")
     b.add_argument("--json", type=Path, help="write the results here")
     b.add_argument("--show", type=int, default=4, help="prompts with answers to print")
+    b.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="time the first pass over the prompts (default: an untimed pass first)")
     b.add_argument("--cpu-check", action="store_true", help="run the no-GPU kernel check anyway")
     args = p.parse_args(argv)
     apply_workload(args)
