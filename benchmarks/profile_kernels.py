@@ -4,6 +4,7 @@
         --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \\
         python benchmarks/profile_kernels.py --backend FLASHCORE_KERNEL --prefill 4096
     ncu ... --kernel-name regex:flash ... --backend FLASH_ATTN --prefill 4096
+    ncu ... --kernel-name regex:hopper_prefill ... --prefill 16x512   # 16 sequences of 512
 
 Runs ``forward`` ``--repeats`` times after the first call (which compiles), on the inputs
 ``harness`` gives every backend; ``--launch-skip`` then passes over the warm-up launches.
@@ -26,14 +27,16 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="FLASHCORE_KERNEL", choices=harness.ALL_BACKENDS)
     p.add_argument("--geometry", default="llama3-8b")
     shape = p.add_mutually_exclusive_group(required=True)
-    shape.add_argument("--prefill", type=int, metavar="TOKENS", help="one causal sequence")
+    shape.add_argument("--prefill", metavar="[SEQSx]TOKENS",
+                       help="causal sequences of TOKENS each, one unless SEQS is given: 4096, 16x512")
     shape.add_argument("--decode", metavar="BATCHxCONTEXT", help="e.g. 8x8192")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
     if args.prefill:
-        spec = batches.prefill_batch(1, args.prefill)
+        seqs, _, tokens = args.prefill.lower().rpartition("x")
+        spec = batches.prefill_batch(int(seqs or 1), int(tokens))
     else:
         batch, context = (int(v) for v in args.decode.lower().split("x"))
         spec = batches.decode_batch(batch, context)
