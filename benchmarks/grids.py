@@ -31,6 +31,8 @@ def prefill(quick: bool = False):
         grid += [(name, prefill_batch(1, n)) for n in ((4096,) if quick else (1024, 4096, 16384))]
     several = ((4, 2048),) if quick else ((4, 2048), (8, 1024), (16, 512), (2, 8192))
     grid += [("llama3-8b", prefill_batch(s, n)) for s, n in several]
+    if not quick:  # on the Triton kernel at head 64 (config.short_prefills_on_triton)
+        grid += [("mha-d64", prefill_batch(s, n)) for s, n in ((8, 1024), (16, 512))]
     grid += [("gqa-7to1", prefill_batch(1, 4096))]
     return grid
 

@@ -233,6 +233,7 @@ class KernelRunner:
         inp = self.inp
         self.fk.paged_attention(inp.query, self.cache, inp.query_start_loc, inp.seq_lens,
                                 inp.block_table, max_query_len=inp.spec.max_query_len,
+                                max_seq_len=inp.spec.max_seq_len,
                                 sliding_window=inp.spec.variant.sliding_window, out=self.output,
                                 workspace=self.workspace, check_lengths=False, **self.scales)
 

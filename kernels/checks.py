@@ -89,8 +89,11 @@ def batch(cu_seqlens_q, seq_lens, block_table, device) -> int:
     return num_seqs
 
 
-def lengths(cu_seqlens_q, seq_lens, block_table, num_tokens, page_size, num_pages) -> None:
-    """Per-sequence consistency of the metadata. Reads tensor values: synchronises with the GPU."""
+def lengths(cu_seqlens_q, seq_lens, block_table, num_tokens, page_size, num_pages,
+            max_query_len, max_seq_len=None) -> None:
+    """Per-sequence consistency of the metadata, and the host-side bounds against it (a
+    max_query_len below a query's length would skip its prefill). Reads tensor values:
+    synchronises with the GPU."""
     num_seqs = cu_seqlens_q.shape[0] - 1
     cu = cu_seqlens_q.cpu().long()
     q_lens = cu[1:] - cu[:-1]
@@ -98,6 +101,11 @@ def lengths(cu_seqlens_q, seq_lens, block_table, num_tokens, page_size, num_page
     if num_seqs and (cu[0] < 0 or (q_lens < 0).any() or cu[-1] > num_tokens):
         raise ValueError(f"cu_seqlens_q must be non-decreasing offsets within the {num_tokens} "
                          f"query tokens, got {cu.tolist()}")
+    if num_seqs and int(q_lens.max()) > max_query_len:
+        raise ValueError(f"max_query_len is {max_query_len}, but a query has "
+                         f"{int(q_lens.max())} tokens")
+    if num_seqs and max_seq_len is not None and int(kv_lens.max()) > max_seq_len:
+        raise ValueError(f"max_seq_len is {max_seq_len}, but seq_lens holds {int(kv_lens.max())}")
     longer = (q_lens > kv_lens).nonzero().flatten()
     if len(longer):
         i = int(longer[0])

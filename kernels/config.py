@@ -2,7 +2,10 @@
 
 Every choice here depends only on values that stay fixed for a model (head_dim, queries_per_kv,
 dtype) or on tensor shapes (number of sequences), never on per-batch lengths, so a launch
-captured in a CUDA graph stays valid when it is replayed on a batch of other lengths.
+captured in a CUDA graph stays valid when it is replayed on a batch of other lengths. The one
+exception, ``short_prefills_on_triton``, reads the host-side length bounds to pick between two
+prefill kernels that are both right for any batch: a graph that replays the other kernel's
+launch is slower on that batch, never wrong.
 """
 
 import os
@@ -134,6 +137,35 @@ def hopper_prefill_heads_first(kv_bytes: int, device: torch.device) -> bool:
     in L2 instead. Measured on an H200 (benchmarks/NOTES.md, "Launch order"): heads first
     gained up to 30% with 4-32 MiB of K/V and lost 2-4% with 64-128 MiB."""
     return kv_bytes <= l2_cache_bytes(device)
+
+
+# Longest sequence (KV tokens, cached prefix included) for which short_prefills_on_triton
+# sends a batch of several prefills to the Triton prefill kernel.
+SHORT_PREFILL_TOKENS = 1024
+
+
+def short_prefills_on_triton(head_dim: int, num_tokens: int, max_query_len: int,
+                             max_seq_len: int | None) -> bool:
+    """Whether a prefill batch that the Gluon prefill kernel serves runs on the Triton one
+    (prefill.py) instead: at head 64, when every sequence is short (``max_seq_len`` at most
+    SHORT_PREFILL_TOKENS) and the batch holds at least two longest queries' worth of tokens.
+    ``max_seq_len`` None (unknown) keeps the Gluon kernel.
+
+    The Gluon kernel holds a whole SM per program (one warpgroup loading, two computing), so
+    each program's start and end are exposed; short sequences make short programs, and a batch
+    of many pays that many times. H200, bf16, causal, TFLOP/s, Gluon / Triton
+    (benchmarks/results/tiles-h200/ab_short_prefill_d64.txt):
+    - 32/32 heads, routed: 2 x 512 111 / 127, 16 x 512 125 / 191, 32 x 256 69 / 127,
+      4 x 1k 196 / 218, 8 x 1k 194 / 245, 2 x 1k 189 / 193, 4 x 512 over 512 cached 221 / 226;
+    - 32/32 heads, kept: 1 x 512 81 / 75, 1 x 1k 176 / 157, 2 x 2k 276 / 256, 8 x 256 over 2k
+      cached 305 / 291, 8 x 128 over 4k cached 313 / 280; kept though Triton leads:
+      4 x 2k 270 / 286, 8 x 2k 279 / 298, 16 x 512 over 1k cached 283 / 296;
+    - 9/3 heads (SmolLM2), routed: 2 x 512 45 / 50, 16 x 512 103 / 142, 8 x 1k 173 / 191; kept:
+      1 x 1k 65 / 67, 2 x 2k 224 / 196; kept though Triton leads: 8 x 256 over 2k cached
+      178 / 216 (168 Gluon programs, 1.3 waves).
+    At heads 128 and 256 the Gluon kernel leads at every shape measured (16 x 512 included)."""
+    return (head_dim == 64 and max_seq_len is not None and max_seq_len <= SHORT_PREFILL_TOKENS
+            and num_tokens >= 2 * max_query_len)
 
 
 def _large_group_tile(queries_per_kv: int, shared_memory: int) -> bool:

@@ -41,8 +41,9 @@ class SplitKVWorkspace:
 
 def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: torch.Tensor,
                     seq_lens: torch.Tensor, block_table: torch.Tensor, *, max_query_len: int,
-                    softmax_scale: float | None = None, causal: bool = True,
-                    sliding_window: int | None = None, logits_soft_cap: float | None = None,
+                    max_seq_len: int | None = None, softmax_scale: float | None = None,
+                    causal: bool = True, sliding_window: int | None = None,
+                    logits_soft_cap: float | None = None,
                     alibi_slopes: torch.Tensor | None = None, sinks: torch.Tensor | None = None,
                     k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
                     out: torch.Tensor | None = None, workspace: SplitKVWorkspace | None = None,
@@ -59,6 +60,9 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: t
             length q sits at positions ``seq_len - q .. seq_len - 1`` (bottom-right causal).
         block_table: int32 ``[num_seqs, max_pages_per_seq]`` physical page of each logical page.
         max_query_len: host-side upper bound on query lengths; 1 means a decode-only batch.
+        max_seq_len: host-side upper bound on ``seq_lens``, or None; with it the launcher may
+            give a batch of short prefills to the kernel that is faster for them
+            (``config.short_prefills_on_triton``). Either kernel is right for any batch.
         sliding_window: each query sees only its last ``sliding_window`` positions (causal).
         logits_soft_cap: logits become ``cap * tanh(logits / cap)`` before the softmax.
         alibi_slopes: float32 ``[num_q_heads]``; adds ``slope * (key_pos - query_pos)``.
@@ -75,16 +79,17 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: t
     checks.packed_cache(kv_cache, num_kv_heads, head_dim, query.device, checks.cache_dtypes(query.dtype))
     return attention_over_pages(
         query, kv_cache[..., :head_dim], kv_cache[..., head_dim:], cu_seqlens_q, seq_lens,
-        block_table, max_query_len=max_query_len, softmax_scale=softmax_scale, causal=causal,
+        block_table, max_query_len=max_query_len, max_seq_len=max_seq_len,
+        softmax_scale=softmax_scale, causal=causal,
         sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
         sinks=sinks, k_scale=k_scale, v_scale=v_scale, out=out, workspace=workspace,
         num_kv_splits=num_kv_splits, check_lengths=check_lengths)
 
 
 def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_table, *,
-                         max_query_len, softmax_scale=None, causal=True, sliding_window=None,
-                         logits_soft_cap=None, alibi_slopes=None, sinks=None, k_scale=None,
-                         v_scale=None, out=None, workspace=None, num_kv_splits=None,
+                         max_query_len, max_seq_len=None, softmax_scale=None, causal=True,
+                         sliding_window=None, logits_soft_cap=None, alibi_slopes=None, sinks=None,
+                         k_scale=None, v_scale=None, out=None, workspace=None, num_kv_splits=None,
                          check_lengths=True) -> torch.Tensor:
     """``paged_attention`` with K and V given apart, each ``[num_pages, num_kv_heads, page_size,
     head_dim]`` with the same strides (both halves of a packed cache, or two dense tensors)."""
@@ -114,7 +119,8 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     variant = checks.variant(num_q_heads, device, k_cache.dtype, causal, sliding_window,
                              logits_soft_cap, alibi_slopes, sinks, k_scale, v_scale)
     if check_lengths:
-        checks.lengths(cu_seqlens_q, seq_lens, block_table, num_tokens, page_size, num_pages)
+        checks.lengths(cu_seqlens_q, seq_lens, block_table, num_tokens, page_size, num_pages,
+                       max_query_len, max_seq_len)
     if num_tokens == 0 or num_seqs == 0:
         return out
 
@@ -126,7 +132,8 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
         variant=variant)
     _launch_decode(**common, num_seqs=num_seqs, num_splits=splits, workspace=workspace)
     if max_query_len > 1:
-        _launch_prefill(**common, num_seqs=num_seqs, causal=causal)
+        _launch_prefill(**common, num_seqs=num_seqs, causal=causal, max_query_len=max_query_len,
+                        max_seq_len=max_seq_len)
     return out
 
 
@@ -169,15 +176,18 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
 
 
 def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
-                    queries_per_kv, fp32_dot, variant, num_seqs, causal):
-    if hopper_prefill.supports(query.device, query.dtype, k_cache.dtype, query.shape[2],
-                               queries_per_kv, variant):
+                    queries_per_kv, fp32_dot, variant, num_seqs, causal, max_query_len,
+                    max_seq_len):
+    num_tokens, head_dim = query.shape[0], query.shape[2]
+    if (hopper_prefill.supports(query.device, query.dtype, k_cache.dtype, head_dim,
+                                queries_per_kv, variant)
+            and not config.short_prefills_on_triton(head_dim, num_tokens, max_query_len,
+                                                    max_seq_len)):
         hopper_prefill.launch(query=query, out=out, k_cache=k_cache, v_cache=v_cache,
                               block_table=block_table, cu_seqlens_q=cu_seqlens_q,
                               seq_lens=seq_lens, qk_scale=qk_scale, queries_per_kv=queries_per_kv,
                               num_seqs=num_seqs, causal=causal)
         return
-    num_tokens, head_dim = query.shape[0], query.shape[2]
     tiles = config.prefill_tiles(head_dim, queries_per_kv, query.dtype,
                                  config.shared_memory_per_block(query.device))
     block_q = tiles.block_m // queries_per_kv

@@ -28,3 +28,11 @@ def test_refuses_to_run_without_a_gpu(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["ab_prefill.py", "--version", "x=kernels/hopper_prefill.py"])
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         ab_prefill.main()
+
+
+def test_shapes_take_an_optional_cached_prefix():
+    assert ab_prefill.shapes("16x512,8x256+2048") == [(16, 512, 0), (8, 256, 2048)]
+    spec = ab_prefill.batch(8, 256, 2048)
+    assert spec.query_lens == (256,) * 8 and spec.seq_lens == (2304,) * 8
+    assert ab_prefill.batch(2, 512, 0).seq_lens == (512, 512)
+    assert ab_prefill.label(8, 256, 2048) == "8 x 256 +2048"

@@ -19,6 +19,7 @@ from vllm.forward_context import set_forward_context  # noqa: E402
 from vllm.v1.attention.backends.triton_attn import TritonAttentionBackend  # noqa: E402
 from vllm.v1.attention.backends.utils import set_kv_cache_layout  # noqa: E402
 
+import flashcore_backend.impl as impl_module  # noqa: E402
 from flashcore_backend.backend import FlashCoreBackend  # noqa: E402
 from flashcore_backend.impl import FlashCoreImpl  # noqa: E402
 from flashcore_backend.metadata import FlashCoreMetadataBuilder  # noqa: E402
@@ -129,6 +130,24 @@ def test_impl_matches_reference(make_config, device, name):
     step = Step(g, vllm_config, spec, device=device, seed=len(name))
     output, expected = run_impl(step, make_builder(vllm_config, g, device), make_impl(g))
     step.check(output, expected)
+
+
+def test_forward_hands_over_both_length_bounds(make_config, device, monkeypatch):
+    """The launcher picks the prefill kernel from vLLM's host-side max_query_len and
+    max_seq_len (``config.short_prefills_on_triton``): forward passes both on."""
+    seen, paged_attention = [], impl_module.paged_attention
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs["max_query_len"], kwargs["max_seq_len"]))
+        return paged_attention(*args, **kwargs)
+
+    g, spec = CASES["mixed_chunked_prefill"]
+    vllm_config = make_config(g)
+    step = Step(g, vllm_config, spec, device=device)
+    monkeypatch.setattr(impl_module, "paged_attention", recording)
+    output, expected = run_impl(step, make_builder(vllm_config, g, device), make_impl(g))
+    step.check(output, expected)
+    assert seen == [(max(spec.query_lens), max(spec.seq_lens))]
 
 
 def test_padded_tokens_and_3d_output(make_config, device):

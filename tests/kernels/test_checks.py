@@ -61,6 +61,15 @@ def test_query_longer_than_sequence(batch):
         call(batch, seq_lens=torch.tensor([2, 20], dtype=torch.int32, device=batch.query.device))
 
 
+def test_length_bounds_below_the_lengths(batch):
+    """A max_query_len below a query's length would skip its prefill: refused, as a max_seq_len
+    below a sequence's length is."""
+    with pytest.raises(ValueError, match="max_query_len is 1, but a query has 3 tokens"):
+        call(batch, max_query_len=1)
+    with pytest.raises(ValueError, match="max_seq_len is 19, but seq_lens holds 20"):
+        call(batch, max_seq_len=19)
+
+
 def test_page_id_out_of_range(batch):
     bad = batch.block_table.clone()
     bad[1, 1] = batch.kv_cache.shape[0]

@@ -179,6 +179,32 @@ def test_launch_order_follows_the_l2(monkeypatch):
     assert config.hopper_prefill_heads_first(60 << 20, CUDA)
     assert not config.hopper_prefill_heads_first(64 << 20, CUDA)
 
+def test_short_prefills_at_head_64_go_to_the_triton_kernel():
+    """Several prefills of sequences up to 1k tokens at head 64 (the points where the Triton
+    kernel led on an H200); a single prompt, longer sequences, an unknown max_seq_len and
+    other head sizes stay on the Gluon kernel."""
+    rule = config.short_prefills_on_triton
+    assert rule(64, 16 * 512, 512, 512)
+    assert rule(64, 2 * 1024, 1024, 1024)
+    assert rule(64, 8 * 256 + 100, 256, 900)  # beside decodes of up to 900 tokens
+    assert not rule(64, 1024, 1024, 1024)  # one prompt
+    assert not rule(64, 8 * 256, 256, 256 + 2048)  # over a cached prefix
+    assert not rule(64, 4 * 2048, 2048, 2048)
+    assert not rule(64, 16 * 512, 512, None)
+    for head_dim in (128, 256):
+        assert not rule(head_dim, 16 * 512, 512, 512)
+
+
+@HOPPER
+def test_short_prefills_run_on_the_triton_kernel(launches):
+    batch = make_batch([300, 1, 200, 256], [300, 900, 200, 256], num_q_heads=8, num_kv_heads=8,
+                       head_dim=64, dtype=torch.bfloat16, device=CUDA, seed=5)
+    check("short prefills, head 64", batch, max_seq_len=900)
+    assert not launches, "the Gluon kernel ran"
+    check("short prefills, head 64, max_seq_len unknown", batch)
+    assert launches, "the Gluon kernel did not run"
+
+
 @HOPPER
 @pytest.mark.parametrize("heads_first", [False, True], ids=["query blocks first", "heads first"])
 def test_launch_orders(launches, monkeypatch, heads_first):
