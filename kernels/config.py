@@ -154,15 +154,15 @@ def short_prefills_on_triton(head_dim: int, num_tokens: int, max_query_len: int,
     The Gluon kernel holds a whole SM per program (one warpgroup loading, two computing), so
     each program's start and end are exposed; short sequences make short programs, and a batch
     of many pays that many times. H200, bf16, causal, TFLOP/s, Gluon / Triton
-    (benchmarks/results/tiles-h200/ab_short_prefill_d64.txt):
-    - 32/32 heads, routed: 2 x 512 111 / 127, 16 x 512 125 / 191, 32 x 256 69 / 127,
-      4 x 1k 196 / 218, 8 x 1k 194 / 245, 2 x 1k 189 / 193, 4 x 512 over 512 cached 221 / 226;
-    - 32/32 heads, kept: 1 x 512 81 / 75, 1 x 1k 176 / 157, 2 x 2k 276 / 256, 8 x 256 over 2k
-      cached 305 / 291, 8 x 128 over 4k cached 313 / 280; kept though Triton leads:
-      4 x 2k 270 / 286, 8 x 2k 279 / 298, 16 x 512 over 1k cached 283 / 296;
-    - 9/3 heads (SmolLM2), routed: 2 x 512 45 / 50, 16 x 512 103 / 142, 8 x 1k 173 / 191; kept:
-      1 x 1k 65 / 67, 2 x 2k 224 / 196; kept though Triton leads: 8 x 256 over 2k cached
-      178 / 216 (168 Gluon programs, 1.3 waves).
+    (benchmarks/results/tiles-h200/ab_short_prefill_d64.txt, run 3):
+    - 32/32 heads, routed: 2 x 512 119 / 127, 4 x 512 130 / 149, 16 x 512 136 / 187,
+      4 x 1k 212 / 220, 8 x 1k 210 / 239; routed though Gluon leads: 2 x 1k 203 / 195,
+      4 x 512 over 512 cached 234 / 229;
+    - 32/32 heads, kept: 1 x 512 86 / 77, 1 x 1k 186 / 157, 2 x 2k 289 / 259, 4 x 2k 284 / 279,
+      16 x 512 over 1k cached 291 / 287, 8 x 256 over 2k cached 300 / 282;
+    - 9/3 heads (SmolLM2), routed: 2 x 512 47 / 50, 16 x 512 111 / 142, 8 x 1k 181 / 192; kept:
+      1 x 1k 68 / 67, 2 x 2k 235 / 196; kept though Triton leads: 8 x 256 over 2k cached
+      185 / 216 (168 Gluon programs, 1.3 waves).
     At heads 128 and 256 the Gluon kernel leads at every shape measured (16 x 512 included)."""
     return (head_dim == 64 and max_seq_len is not None and max_seq_len <= SHORT_PREFILL_TOKENS
             and num_tokens >= 2 * max_query_len)
