@@ -5,7 +5,7 @@ constants and argument properties (dtypes, 16-byte alignment of pointers, divisi
 integer arguments by 16). A serving engine's start-up (memory profiling, CUDA-graph capture)
 may run no mixed batch through attention, and then the prefill kernel and the cache write
 compile inside the first steps that serve requests, adding seconds to their latency.
-``warm_up`` launches both once, on a batch of one decode and one two-token prefill, with the
+``warm_up`` launches them on a batch of one decode and two two-token prefills, with the
 caller's own query/key/value/output views (so their strides, and so the specialisation, are
 the ones later launches see) and a small cache of the same dtype and physical layout.
 """
@@ -17,8 +17,11 @@ import torch
 from .cache_write import write_kv_cache
 from .paged_attention import paged_attention
 
-# One decode (query 1, KV 2) and one prefill (query 2, KV 2): both kernels launch.
-_QUERY_LENS, _SEQ_LENS = (1, 2), (2, 2)
+# One decode (query 1, KV 2) and two prefills (query 2, KV 2): the decode and prefill kernels
+# launch. The batch goes to the launcher twice, without and with its max_seq_len: on Hopper the
+# first takes the Gluon prefill kernel, the second the Triton one wherever the launcher gives
+# it batches of short prefills (config.short_prefills_on_triton).
+_QUERY_LENS, _SEQ_LENS = (1, 2, 2), (2, 2, 2)
 
 
 def paged_cache_like(num_pages: int, num_kv_heads: int, page_size: int, head_dim: int,
@@ -33,11 +36,11 @@ def paged_cache_like(num_pages: int, num_kv_heads: int, page_size: int, head_dim
 def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: torch.Tensor, *,
             page_size: int, cache_dtype: torch.dtype, stride_order=(0, 2, 1, 3),
             **attention_options) -> bool:
-    """Launch the cache write and ``paged_attention`` once on a two-sequence batch made from the
-    first three rows of ``query``/``key``/``value`` (read only) and ``out`` (overwritten).
+    """Launch the cache write and ``paged_attention`` on a three-sequence batch made from the
+    first five rows of ``query``/``key``/``value`` (read only) and ``out`` (overwritten).
     ``attention_options`` are ``paged_attention``'s (softmax_scale, sliding_window,
     logits_soft_cap, alibi_slopes, sinks, k_scale, v_scale). Returns False, doing nothing, when
-    the views hold fewer than three rows."""
+    the views hold fewer than five rows."""
     tokens = sum(_QUERY_LENS)
     if min(query.shape[0], key.shape[0], value.shape[0], out.shape[0]) < tokens:
         return False
@@ -56,7 +59,8 @@ def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: to
     seq_lens = torch.tensor(_SEQ_LENS, dtype=torch.int32, device=device)
     scales = {k: attention_options[k] for k in ("k_scale", "v_scale") if k in attention_options}
     write_kv_cache(key[:tokens], value[:tokens], cache, slot_mapping, **scales)
-    paged_attention(query[:tokens], cache, cu_seqlens_q, seq_lens, block_table,
-                    max_query_len=max(_QUERY_LENS), out=out[:tokens], check_lengths=False,
-                    **attention_options)
+    for max_seq_len in (None, max(_SEQ_LENS)):
+        paged_attention(query[:tokens], cache, cu_seqlens_q, seq_lens, block_table,
+                        max_query_len=max(_QUERY_LENS), max_seq_len=max_seq_len,
+                        out=out[:tokens], check_lengths=False, **attention_options)
     return True
