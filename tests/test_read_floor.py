@@ -1,0 +1,33 @@
+"""benchmarks/read_floor.py: the stream that bounds a decode from below must read every byte it
+is credited with, or the floor it reports would be too low."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import read_floor  # noqa: E402
+
+
+@pytest.mark.parametrize("programs, block", [(3, 16), (4, 32)])
+def test_stream_sums_every_element_it_counts(programs, block):
+    x = torch.randn(1000, dtype=torch.bfloat16)
+    out = torch.empty(programs, dtype=torch.float32)
+    read = read_floor.stream(x, out, programs, block)
+    per_program = read // programs
+    assert per_program % block == 0 and x.numel() - read < programs * block
+    expected = x[:read].float().view(programs, per_program).sum(1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_shapes_parse_batch_by_context():
+    assert read_floor.parse_shapes("1x8192,8x32768") == [(1, 8192), (8, 32768)]
+
+
+def test_refuses_to_run_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(read_floor.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        read_floor.main([])
