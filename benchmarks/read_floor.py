@@ -8,10 +8,12 @@ For each decode shape (batch x context, Llama-3-8B attention unless ``--geometry
 perfect kernel moves (``batches.attention_bytes``) are read from one contiguous buffer by
 ``stream_sum``, a kernel that does nothing else: each program sums its slice of the buffer in
 wide loads and writes one float. It runs at several program counts and load widths, and the
-fastest counts as the stream. An empty kernel gives the cost of one launch inside a CUDA graph.
-The backends run their decode on the same shape in the same process. Everything is timed by
-CUDA-graph replay, as the sweeps are (the buffers stay in L2 between replays where they fit, for
-the stream as for the backends).
+fastest counts as the stream. An empty kernel gives the cost of one launch inside a CUDA graph,
+and a short context (1x128, say) a backend's own fixed cost. The backends run their decode on
+the same shape in the same process. Everything is timed by
+CUDA-graph replay, as the sweeps are: a buffer that fits in L2 (60 MiB on an H200) stays there
+between replays, for the stream as for the backends' KV caches, so at such sizes the stream
+runs at L2 rather than memory bandwidth.
 
 A decode reads the same bytes through a page table and writes its output after them, usually
 with a second kernel to merge KV splits, so it cannot run faster than the stream:
@@ -110,13 +112,15 @@ def main(argv=None):
     print("|---" * (3 + 2 * len(backends)) + "|")
     for batch, context in args.shapes:
         spec = batches.decode_batch(batch, context)
-        inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim)
+        inp = harness.prepare(spec, g, device=device)
         nbytes = batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
                                          inp.query.element_size())
         times = []
         for name in backends:
             rec = harness.measure_backend(name, inp, g, timer="graph", rep_ms=100, check=False)
-            times.append(1e3 * rec["ms"] if rec.get("status") == "ok" else float("nan"))
+            if rec["status"] != "ok":
+                print(f"{name} at {batch} x {context}: {rec['status']}: {rec.get('reason')}")
+            times.append(1e3 * rec["ms"] if rec["status"] == "ok" else float("nan"))
         harness.release(inp)
         floor, how = stream_us(nbytes, device)
         cells = [f"{batch} x {context}", f"{nbytes / 1e6:.1f}",

@@ -56,9 +56,11 @@ def decode_kernel(
     split = tl.program_id(2)
 
     token = tl.load(cu_seqlens_q + seq)
+    # Loaded before the check, so that its round trip to memory overlaps the query offsets'
+    # instead of following it: a program's loads before its first KV copy are its fixed cost.
+    seq_len = tl.load(seq_lens + seq)
     if tl.load(cu_seqlens_q + seq + 1) - token != 1:
         return  # not a decode: longer queries go to the prefill kernel, padding has none
-    seq_len = tl.load(seq_lens + seq)
 
     # With a sliding window the splits share only the window: pages before it are never read.
     if SLIDING_WINDOW > 0:
@@ -139,17 +141,20 @@ def merge_splits_kernel(
 ):
     seq = tl.program_id(0)
     q_head = tl.program_id(1)
-    token = tl.load(cu_seqlens_q + seq)
-    if tl.load(cu_seqlens_q + seq + 1) - token != 1:
-        return
-
+    # The partials are loaded before the check that this is a decode, so that both round trips
+    # to memory overlap; every sequence of the batch has its rows in the workspace, and those
+    # of a prefill are never used.
     offs_s = tl.arange(0, NUM_SPLITS)
     offs_d = tl.arange(0, HEAD_DIM_P)
     d_valid = offs_d < HEAD_DIM
     row = (seq * NUM_SPLITS + offs_s).to(tl.int64) * num_q_heads + q_head
     lse = tl.load(partial_lse + row)
-    weight = tl.exp2(lse - tl.max(lse, 0))  # split 0 is never empty, so the max is finite
     partial = tl.load(partial_out + row[:, None] * HEAD_DIM + offs_d[None, :], mask=d_valid[None, :], other=0.0)
+    token = tl.load(cu_seqlens_q + seq)
+    if tl.load(cu_seqlens_q + seq + 1) - token != 1:
+        return
+
+    weight = tl.exp2(lse - tl.max(lse, 0))  # split 0 is never empty, so the max is finite
     merged = tl.sum(weight[:, None] * partial, 0) / tl.sum(weight, 0)
     tl.store(out + token.to(tl.int64) * stride_ot + q_head * stride_oh + offs_d,
              merged.to(out.dtype.element_ty), mask=d_valid)
