@@ -14,7 +14,7 @@ stays valid for any lengths when a CUDA graph replays the launch.
 import triton
 import triton.language as tl
 
-from .tile import alibi_slopes_log2, attend_kv_range, initial_softmax_state
+from .tile import alibi_slopes_log2, attend_kv_range, fp8_cache_query, initial_softmax_state
 
 
 # The block table's row stride differs between an engine and warm_up's table: not specialised on
@@ -95,6 +95,8 @@ def decode_kernel(
     if k_scale is not None:  # fp8 cache: q.(s_k k) = s_k (q.k), and sum p (s_v v) = s_v sum p v
         qk_scale = qk_scale * tl.load(k_scale)
         v_scale = tl.load(v_scale)
+        if not FP32_DOT:
+            q, qk_scale = fp8_cache_query(q, qk_scale)
     acc, m_i, l_i = initial_softmax_state(sinks, q_head, row_valid, BLOCK_M, HEAD_DIM_P)
     if sinks is not None:  # the sink joins the softmax once, in split 0
         m_i = tl.where(split == 0, m_i, float("-inf"))

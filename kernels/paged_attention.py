@@ -128,7 +128,7 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     common = dict(
         query=query, out=out, k_cache=k_cache, v_cache=v_cache, block_table=block_table,
         cu_seqlens_q=cu_seqlens_q, seq_lens=seq_lens, qk_scale=scale,
-        queries_per_kv=queries_per_kv, fp32_dot=_needs_fp32_dot(query.dtype),
+        queries_per_kv=queries_per_kv, fp32_dot=_needs_fp32_dot(query.dtype, variant.k_scale is not None),
         variant=variant)
     _launch_decode(**common, num_seqs=num_seqs, num_splits=splits, workspace=workspace)
     if max_query_len > 1:
@@ -137,9 +137,11 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     return out
 
 
-def _needs_fp32_dot(dtype: torch.dtype) -> bool:
-    # fp32 inputs: IEEE dot instead of TF32. bf16 under the interpreter: its bf16 dot is wrong.
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and config.interpreting())
+def _needs_fp32_dot(dtype: torch.dtype, fp8_cache: bool) -> bool:
+    # fp32 inputs: IEEE dot instead of TF32. bf16 under the interpreter: its bf16 dot is wrong,
+    # except over an fp8 cache, where the products run in fp16 (tile.fp8_cache_query).
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and config.interpreting()
+                                      and not fp8_cache)
 
 
 def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,

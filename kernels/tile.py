@@ -42,13 +42,28 @@ def load_or_zero(ptrs, mask):
 
 @triton.jit
 def load_kv(ptrs, mask, dtype):
-    """A K or V tile in ``dtype``. An fp8 (e4m3) cache converts exactly (through float32, the
-    conversion every GPU generation has); its per-tensor scales are applied outside the loop
+    """A K or V tile in ``dtype``. An fp8 (e4m3) cache converts exactly: every e4m3 value is a
+    normal fp16 and bf16 number. Its per-tensor scales are applied outside the loop
     (``qk_scale`` and the output), never per element."""
-    x = load_or_zero(ptrs, mask)
-    if x.dtype.is_fp8():
-        x = x.to(tl.float32)
-    return x.to(dtype)
+    return load_or_zero(ptrs, mask).to(dtype)
+
+
+@triton.jit
+def fp8_cache_query(q, qk_scale):
+    """The query and ``qk_scale`` for products over an fp8 (e4m3) cache, which run in fp16: e4m3
+    becomes fp16 in one instruction per two elements on sm_89 and later, bf16 in three to four
+    (through fp16 and float32), and converting every K and V element is most of a decode step's
+    instructions. A bf16 query does not fit fp16's range, so it enters scaled: its largest
+    element to about 2^13, which keeps every element above 2^-27 of the largest to fp16's 11
+    bits (more than bf16's 8) and the rest within 2^-38 of it. The scale comes back in
+    ``qk_scale``; an all-zero tile takes 2^24 rather than an infinite one."""
+    if q.dtype == tl.bfloat16:
+        wide = q.to(tl.float32)
+        largest = tl.max(tl.max(tl.abs(wide), 1), 0)
+        scale = tl.minimum(tl.exp2(13.0 - tl.floor(tl.log2(largest))), 16777216.0)
+        q = (wide * scale).to(tl.float16)
+        qk_scale = qk_scale / scale
+    return q, qk_scale
 
 
 @triton.jit
