@@ -10,10 +10,9 @@ perfect kernel moves (``batches.attention_bytes``) are read from one contiguous 
 wide loads and writes one float. It runs at several program counts and load widths, and the
 fastest counts as the stream. An empty kernel gives the cost of one launch inside a CUDA graph,
 and a short context (1x128, say) a backend's own fixed cost. The backends run their decode on
-the same shape in the same process. Everything is timed by
-CUDA-graph replay, as the sweeps are: a buffer that fits in L2 (60 MiB on an H200) stays there
-between replays, for the stream as for the backends' KV caches, so at such sizes the stream
-runs at L2 rather than memory bandwidth.
+the same shape in the same process. Everything is timed by CUDA-graph replay, as the sweeps are:
+a buffer that fits in L2 (60 MiB on an H200) stays there between replays, for the stream as for
+the backends' KV caches, so at such sizes the stream runs at L2 rather than memory bandwidth.
 
 A decode reads the same bytes through a page table and writes its output after them, usually
 with a second kernel to merge KV splits, so it cannot run faster than the stream:
