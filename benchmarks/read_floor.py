@@ -10,10 +10,9 @@ perfect kernel moves (``batches.attention_bytes``) are read from one contiguous 
 wide loads and writes one float. It runs at several program counts and load widths, and the
 fastest counts as the stream. An empty kernel gives the cost of one launch inside a CUDA graph,
 and a short context (1x128, say) a backend's own fixed cost. The backends run their decode on
-the same shape in the same process. Everything is timed by
-CUDA-graph replay, as the sweeps are: a buffer that fits in L2 (60 MiB on an H200) stays there
-between replays, for the stream as for the backends' KV caches, so at such sizes the stream
-runs at L2 rather than memory bandwidth.
+the same shape in the same process. Everything is timed by CUDA-graph replay, as the sweeps are:
+a buffer that fits in L2 (60 MiB on an H200) stays there between replays, for the stream as for
+the backends' KV caches, so at such sizes the stream runs at L2 rather than memory bandwidth.
 
 A decode reads the same bytes through a page table and writes its output after them, usually
 with a second kernel to merge KV splits, so it cannot run faster than the stream:
@@ -62,11 +61,12 @@ def stream(x: torch.Tensor, out: torch.Tensor, programs: int, block: int) -> int
 
 
 def stream_us(nbytes: int, device) -> tuple[float, str]:
-    """The fastest stream over ``nbytes`` of bf16 in us, and its program count and block."""
+    """The fastest stream over ``nbytes`` of bf16 in us, and its program count and block; NaN
+    where the buffer is smaller than one block for each program of a wave."""
     x = torch.randn(nbytes // 2, dtype=torch.bfloat16, device=device)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     out = torch.empty(max(PROGRAMS_PER_SM) * sms, dtype=torch.float32, device=device)
-    best = (float("inf"), "")
+    best = (float("nan"), "too small")
     for per_sm in PROGRAMS_PER_SM:
         for block in BLOCKS:
             programs = per_sm * sms
@@ -74,7 +74,8 @@ def stream_us(nbytes: int, device) -> tuple[float, str]:
                 continue
             us = 1e3 * harness.time_ms(lambda: stream(x, out, programs, block), device, "graph",
                                        25, 100)
-            best = min(best, (us, f"{programs} x {block}"))
+            if not us >= best[0]:  # also replaces the NaN
+                best = (us, f"{programs} x {block}")
     del x
     return best
 
