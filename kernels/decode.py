@@ -50,6 +50,7 @@ def decode_kernel(
     SOFT_CAP: tl.constexpr,
     FP32_DOT: tl.constexpr,
     LOOKAHEAD: tl.constexpr,  # see attend_kv_range (config.TileConfig.lookahead)
+    FP16_PRODUCTS: tl.constexpr,  # fp8 cache: products in fp16 (config.TileConfig.fp16_products)
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -95,7 +96,7 @@ def decode_kernel(
     if k_scale is not None:  # fp8 cache: q.(s_k k) = s_k (q.k), and sum p (s_v v) = s_v sum p v
         qk_scale = qk_scale * tl.load(k_scale)
         v_scale = tl.load(v_scale)
-        if not FP32_DOT:
+        if FP16_PRODUCTS:
             q, qk_scale = fp8_cache_query(q, qk_scale)
     acc, m_i, l_i = initial_softmax_state(sinks, q_head, row_valid, BLOCK_M, HEAD_DIM_P)
     if sinks is not None:  # the sink joins the softmax once, in split 0

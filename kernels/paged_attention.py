@@ -128,7 +128,7 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     common = dict(
         query=query, out=out, k_cache=k_cache, v_cache=v_cache, block_table=block_table,
         cu_seqlens_q=cu_seqlens_q, seq_lens=seq_lens, qk_scale=scale,
-        queries_per_kv=queries_per_kv, fp32_dot=_needs_fp32_dot(query.dtype, variant.k_scale is not None),
+        queries_per_kv=queries_per_kv, fp32_dot=_needs_fp32_dot(query.dtype),
         variant=variant)
     _launch_decode(**common, num_seqs=num_seqs, num_splits=splits, workspace=workspace)
     if max_query_len > 1:
@@ -137,11 +137,9 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     return out
 
 
-def _needs_fp32_dot(dtype: torch.dtype, fp8_cache: bool) -> bool:
-    # fp32 inputs: IEEE dot instead of TF32. bf16 under the interpreter: its bf16 dot is wrong,
-    # except over an fp8 cache, where the products run in fp16 (tile.fp8_cache_query).
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and config.interpreting()
-                                      and not fp8_cache)
+def _needs_fp32_dot(dtype: torch.dtype) -> bool:
+    # fp32 inputs: IEEE dot instead of TF32. bf16 under the interpreter: its bf16 dot is wrong.
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and config.interpreting())
 
 
 def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
@@ -161,6 +159,7 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
     else:
         partial_out = partial_lse = out  # never touched with a single split
     head_dim_p = config.padded_head_dim(head_dim)
+    fp16_products = tiles.fp16_products and variant.k_scale is not None and query.dtype != torch.float32
     decode_kernel[(num_seqs, k_cache.shape[1], num_splits)](
         out, partial_out, partial_lse, query, k_cache, v_cache, block_table, cu_seqlens_q,
         seq_lens, qk_scale, variant.alibi_slopes, variant.sinks, variant.k_scale, variant.v_scale,
@@ -169,8 +168,8 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
         QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
         PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
         NUM_SPLITS=num_splits, SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap,
-        FP32_DOT=fp32_dot, LOOKAHEAD=tiles.lookahead, num_warps=tiles.num_warps,
-        num_stages=tiles.num_stages)
+        FP32_DOT=fp32_dot and not fp16_products, LOOKAHEAD=tiles.lookahead,
+        FP16_PRODUCTS=fp16_products, num_warps=tiles.num_warps, num_stages=tiles.num_stages)
     if num_splits > 1:
         merge_splits_kernel[(num_seqs, num_q_heads)](
             out, partial_out, partial_lse, cu_seqlens_q, num_q_heads, out.stride(0), out.stride(1),

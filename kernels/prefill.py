@@ -13,7 +13,7 @@ safe). Sequence ``i`` owns the program ids ``[start(i), start(i + 1))`` with
 import triton
 import triton.language as tl
 
-from .tile import alibi_slopes_log2, attend_kv_range, fp8_cache_query, initial_softmax_state
+from .tile import alibi_slopes_log2, attend_kv_range, initial_softmax_state
 
 
 @triton.jit
@@ -146,8 +146,6 @@ def prefill_kernel(
     if k_scale is not None:  # fp8 cache: q.(s_k k) = s_k (q.k), and sum p (s_v v) = s_v sum p v
         qk_scale = qk_scale * tl.load(k_scale)
         v_scale = tl.load(v_scale)
-        if not FP32_DOT:
-            q, qk_scale = fp8_cache_query(q, qk_scale)
     acc, m_i, l_i = initial_softmax_state(sinks, q_head, row_valid, BLOCK_M, HEAD_DIM_P)
     if SLIDING_WINDOW > 0:
         acc, m_i, l_i = attend_kv_range(

@@ -101,12 +101,14 @@ def test_fp8_kv_cache(device, dtype):
     print(f"fp8 quantisation error alone ({dtype}): {quantisation:.3e}")
 
 
+@pytest.mark.parametrize("splits", [1, 4])
 @pytest.mark.parametrize("query_scale", [3e5, 1e-3, 0.0])
-def test_fp8_kv_cache_keeps_bf16_query_range(device, query_scale):
-    """Over an fp8 cache the products run in fp16, whose range bf16 queries exceed: a query of
-    3e5 (fp16 tops out at 65504) must stay finite, one of 1e-3 (fp16 subnormals from 6e-5)
-    precise, and an all-zero one give every token the same weight; the softmax scale keeps the
-    logits of unit size."""
+def test_fp8_kv_cache_keeps_bf16_query_range(device, query_scale, splits):
+    """Over an fp8 cache whole-sequence decodes run their products in fp16
+    (``TileConfig.fp16_products``), whose range bf16 queries exceed: a query of 3e5 (fp16 tops
+    out at 65504) must stay finite, one of 1e-3 (fp16 subnormals from 6e-5) precise, and an
+    all-zero one give every token the same weight; the softmax scale keeps the logits of unit
+    size. Split decodes keep bf16 products."""
     batch = make_batch(Q_LENS, KV_LENS, dtype=torch.bfloat16, device=device)
     query = (batch.query.float() * query_scale).to(torch.bfloat16)
     k_scale, v_scale = heads_tensor([0.02], device), heads_tensor([0.015], device)
@@ -115,7 +117,7 @@ def test_fp8_kv_cache_keeps_bf16_query_range(device, query_scale):
     args = (query, cache, batch.cu_seqlens_q, batch.seq_lens, batch.block_table)
     scale = 1.0 / ((query_scale or 1.0) * query.shape[2] ** 0.5)
     fk.paged_attention(*args, max_query_len=batch.max_query_len, out=out, k_scale=k_scale,
-                       v_scale=v_scale, softmax_scale=scale)
+                       v_scale=v_scale, softmax_scale=scale, num_kv_splits=splits)
     ref = fk.paged_attention_reference(*args, k_scale=k_scale, v_scale=v_scale,
                                        softmax_scale=scale)
     assert_matches_reference(f"fp8 kv cache, query x {query_scale:g}", out, ref)
