@@ -87,15 +87,11 @@ def launch_us(device) -> float:
     return 1e3 * harness.time_ms(lambda: empty_kernel[(1, )](out), device, "graph", 25, 100)
 
 
-def parse_shapes(text: str) -> list[tuple[int, int]]:
-    """BATCHxCONTEXT,..."""
-    return [tuple(int(n) for n in shape.split("x")) for shape in text.split(",")]
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", type=parse_shapes, default=parse_shapes("1x8192,1x32768,8x8192"))
+    p.add_argument("--shapes", type=batches.parse_shapes,
+                   default=batches.parse_shapes("1x8192,1x32768,8x8192"))
     p.add_argument("--geometry", default="llama3-8b")
     p.add_argument("--backends", default="FLASHCORE,FLASH_ATTN",
                    help=f"comma list from {', '.join(harness.ALL_BACKENDS)}")

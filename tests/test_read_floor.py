@@ -26,7 +26,7 @@ def test_stream_reads_every_element_once(programs, block):
 
 
 def test_shapes_parse_batch_by_context():
-    assert read_floor.parse_shapes("1x8192,8x32768") == [(1, 8192), (8, 32768)]
+    assert read_floor.batches.parse_shapes("1x8192,8x32768") == [(1, 8192), (8, 32768)]
 
 
 def test_refuses_to_run_without_a_gpu(monkeypatch):
