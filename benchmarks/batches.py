@@ -94,6 +94,11 @@ class BatchSpec:
         return len(set(self.seq_lens)) == 1 and len(set(self.query_lens)) == 1
 
 
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """``AxB,...`` (batch x context, sequences x tokens) as pairs, for command lines."""
+    return [tuple(int(n) for n in shape.split("x")) for shape in text.split(",")]
+
+
 def decode_batch(batch: int, context: int, variant: Variant = Variant()) -> BatchSpec:
     return BatchSpec((context,) * batch, (1,) * batch, f"decode {batch}x{context}{variant.label}",
                      variant)

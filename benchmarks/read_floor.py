@@ -10,9 +10,9 @@ perfect kernel moves (``batches.attention_bytes``) are read from one contiguous 
 wide loads and writes one float. It runs at several program counts and load widths, and the
 fastest counts as the stream. An empty kernel gives the cost of one launch inside a CUDA graph,
 and a short context (1x128, say) a backend's own fixed cost. The backends run their decode on
-the same shape in the same process. Everything is timed by CUDA-graph replay, as the sweeps are:
-a buffer that fits in L2 (60 MiB on an H200) stays there between replays, for the stream as for
-the backends' KV caches, so at such sizes the stream runs at L2 rather than memory bandwidth.
+the same shape in the same process. Everything is timed by CUDA-graph replay, as the sweeps are,
+over the same buffers each replay: where they fit in L2 (60 MiB on an H200), part of each read
+may come from there, for the stream and the backends alike.
 
 A decode reads the same bytes through a page table and writes its output after them, usually
 with a second kernel to merge KV splits, so it cannot run faster than the stream:
@@ -37,12 +37,14 @@ BLOCKS = (2048, 8192)  # elements a program loads per step
 
 
 @triton.jit
-def stream_sum(x, out, per_program, BLOCK: tl.constexpr):
-    """Program p sums x[p * per_program : (p + 1) * per_program] (a multiple of BLOCK)."""
-    start = x + tl.program_id(0).to(tl.int64) * per_program
+def stream_sum(x, out, numel, per_program, BLOCK: tl.constexpr):
+    """Program p sums x[p * per_program : (p + 1) * per_program] (per_program a multiple of
+    BLOCK), the last slices cut at ``numel``."""
+    first = tl.program_id(0).to(tl.int64) * per_program
     acc = tl.zeros([BLOCK], tl.float32)
     for offset in tl.range(0, per_program, BLOCK):
-        acc += tl.load(start + offset + tl.arange(0, BLOCK)).to(tl.float32)
+        idx = first + offset + tl.arange(0, BLOCK)
+        acc += tl.load(x + idx, mask=idx < numel, other=0.0).to(tl.float32)
     tl.store(out + tl.program_id(0), tl.sum(acc))
 
 
@@ -53,16 +55,16 @@ def empty_kernel(out):
 
 
 def stream(x: torch.Tensor, out: torch.Tensor, programs: int, block: int) -> int:
-    """Sum ``x``'s first ``programs`` slices of equal length into ``out``; returns the elements
-    read (``x.numel()`` rounded down to ``programs * block``)."""
-    per_program = x.numel() // programs // block * block
-    stream_sum[(programs, )](x, out, per_program, BLOCK=block, num_warps=8)
-    return programs * per_program
+    """Sum ``x`` in ``programs`` slices of whole blocks into ``out``; returns the slice length.
+    Every element is read once: a floor that skipped some would be too low."""
+    per_program = triton.cdiv(triton.cdiv(x.numel(), programs), block) * block
+    stream_sum[(programs, )](x, out, x.numel(), per_program, BLOCK=block, num_warps=8)
+    return per_program
 
 
 def stream_us(nbytes: int, device) -> tuple[float, str]:
-    """The fastest stream over ``nbytes`` of bf16 in us, and its program count and block; NaN
-    where the buffer is smaller than one block for each program of a wave."""
+    """The fastest stream over ``nbytes`` of bf16 in us, and its program count and block (NaN
+    where the buffer is smaller than one block for each program of a wave)."""
     x = torch.randn(nbytes // 2, dtype=torch.bfloat16, device=device)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     out = torch.empty(max(PROGRAMS_PER_SM) * sms, dtype=torch.float32, device=device)
@@ -85,15 +87,11 @@ def launch_us(device) -> float:
     return 1e3 * harness.time_ms(lambda: empty_kernel[(1, )](out), device, "graph", 25, 100)
 
 
-def parse_shapes(text: str) -> list[tuple[int, int]]:
-    """BATCHxCONTEXT,..."""
-    return [tuple(int(n) for n in shape.split("x")) for shape in text.split(",")]
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", type=parse_shapes, default=parse_shapes("1x8192,1x32768,8x8192"))
+    p.add_argument("--shapes", type=batches.parse_shapes,
+                   default=batches.parse_shapes("1x8192,1x32768,8x8192"))
     p.add_argument("--geometry", default="llama3-8b")
     p.add_argument("--backends", default="FLASHCORE,FLASH_ATTN",
                    help=f"comma list from {', '.join(harness.ALL_BACKENDS)}")

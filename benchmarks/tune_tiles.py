@@ -82,10 +82,6 @@ def ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
-def shapes(text: str) -> tuple[tuple[int, int], ...]:
-    return tuple(tuple(int(v) for v in shape.split("x")) for shape in text.split(","))
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", choices=["prefill", "decode"], action="append")
@@ -101,7 +97,7 @@ def main():
                         "both, decode 0")
     p.add_argument("--splits", type=ints, default=(0,),
                    help="decode: split-KV counts to try (0: config.num_kv_splits' choice)")
-    p.add_argument("--decode-shapes", type=shapes, default=DECODE_SHAPES,
+    p.add_argument("--decode-shapes", type=batches.parse_shapes, default=DECODE_SHAPES,
                    help="decode batches as BATCHxCONTEXT,... (default 1x8192,8x2048,64x8192,256x8192)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"],
                    help="decode over an fp8 KV cache (GB/s then count one byte per element)")
