@@ -207,9 +207,10 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # 4) 1.94 / 1.96, and (64, 4, 2) 1.91 / 2.48. Split batches keep the rule below: 1x8k /
         # 8x2k 1.41 / 1.97 with 64-token steps, 1.10 / 1.65 with 128.
         # Products in fp16 there (e4m3 converts to fp16 in a quarter of the instructions it
-        # takes to bf16): 64x8k 405.5 -> 381 us. Not at the split tile, which they take from
-        # 128 to 149 registers, 3 programs an SM instead of the 4 num_kv_splits counts on
-        # (8x8k 57.0 -> 75.5 us; benchmarks/results/tiles-h200/ab_fp8_fp16_products.txt).
+        # takes to bf16): fp8 64x8k 2.65 -> 2.82 TB/s, 0.94x -> 0.99x FA3. Not at the split
+        # tile, which they take from 128 to 149 registers, 3 programs an SM instead of the 4
+        # num_kv_splits counts on (8x8k 57.0 -> 75.5 us when both tiles had them);
+        # benchmarks/results/tiles-h200/ab_fp8_fp16_products.txt.
         return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=2,
                           fp16_products=True)
     # H200, bf16, 32/8 heads, head 128, page 16; sweep of block_n {16..128} x warps {2, 4, 8} x
