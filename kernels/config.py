@@ -29,9 +29,12 @@ class TileConfig:
     # Read the block table one KV tile ahead (see tile.attend_kv_range), so the K/V copies run
     # num_stages - 1 tiles ahead of the matrix products. Only the head-128 prefill rule does.
     lookahead: bool = False
-    # Over an fp8 cache, run the products in fp16 (tile.fp8_cache_query). Only the fp8
-    # whole-sequence decode rule does.
+    # Over an fp8 cache, run the products in fp16 (tile.fp8_cache_query). The fp8 decode
+    # rules do.
     fp16_products: bool = False
+    # Registers a thread may take (ptxas -maxnreg), where the occupancy the split count plans
+    # for needs fewer than the compiler would pick.
+    maxnreg: int | None = None
 
 
 def interpreting() -> bool:
@@ -184,9 +187,9 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
     all of that head's query heads (tl.dot needs at least 16 rows). ``cache_dtype`` is the KV
     cache's when it differs from ``dtype`` (fp8)."""
     rows = max(16, next_power_of_2(queries_per_kv))
-    if interpreting():  # (the fp8 whole-sequence rule's products too, for the CPU tests)
+    if interpreting():  # (the fp8 rules' products too, for the CPU tests)
         return TileConfig(block_m=rows, block_n=16, num_warps=4, num_stages=1,
-                          fp16_products=cache_dtype == torch.float8_e4m3fn and num_kv_splits == 1)
+                          fp16_products=cache_dtype == torch.float8_e4m3fn)
     if shared_memory < HOPPER_SHARED_MEMORY:
         return TileConfig(block_m=rows, block_n=compact_block_n(head_dim, dtype), num_warps=4,
                           num_stages=2)
@@ -207,12 +210,17 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # 4) 1.94 / 1.96, and (64, 4, 2) 1.91 / 2.48. Split batches keep the rule below: 1x8k /
         # 8x2k 1.41 / 1.97 with 64-token steps, 1.10 / 1.65 with 128.
         # Products in fp16 there (e4m3 converts to fp16 in a quarter of the instructions it
-        # takes to bf16): fp8 64x8k 2.65 -> 2.82 TB/s, 0.94x -> 0.99x FA3. Not at the split
-        # tile, which they take from 128 to 149 registers, 3 programs an SM instead of the 4
-        # num_kv_splits counts on (8x8k 57.0 -> 75.5 us when both tiles had them);
-        # benchmarks/results/tiles-h200/ab_fp8_fp16_products.txt.
+        # takes to bf16): fp8 64x8k 2.65 -> 2.82 TB/s, 0.94x -> 0.99x FA3
+        # (benchmarks/results/tiles-h200/ab_fp8_fp16_products.txt).
         return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=2,
                           fp16_products=True)
+    if cache_dtype == torch.float8_e4m3fn:
+        # Split fp8 decodes: fp16 products too, held to the 128 registers of four programs an
+        # SM, the occupancy num_kv_splits plans for. Unbounded they take 149 registers, 3
+        # programs an SM, and 8x8k went 57.0 -> 75.5 us; at 128, 44 bytes spill and 8x8k goes
+        # 2.35 -> 2.38 TB/s, 0.98x FA3 (ab_fp8_fp16_products.txt).
+        return TileConfig(block_m=rows, block_n=64, num_warps=4, num_stages=2,
+                          fp16_products=True, maxnreg=128)
     # H200, bf16, 32/8 heads, head 128, page 16; sweep of block_n {16..128} x warps {2, 4, 8} x
     # stages {2..5}, TB/s of KV read at 1x8k, 8x2k, 64x8k, 256x8k. block_n 64, 4 warps:
     # 2 stages 2.68 2.71 4.25 4.10; 4 stages 2.41 2.62 4.27 4.34. Split batches (small, short

@@ -169,7 +169,8 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
         PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
         NUM_SPLITS=num_splits, SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap,
         FP32_DOT=fp32_dot and not fp16_products, LOOKAHEAD=tiles.lookahead,
-        FP16_PRODUCTS=fp16_products, num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+        FP16_PRODUCTS=fp16_products, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        **({"maxnreg": tiles.maxnreg} if tiles.maxnreg else {}))
     if num_splits > 1:
         merge_splits_kernel[(num_seqs, num_q_heads)](
             out, partial_out, partial_lse, cu_seqlens_q, num_q_heads, out.stride(0), out.stride(1),

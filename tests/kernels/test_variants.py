@@ -104,11 +104,11 @@ def test_fp8_kv_cache(device, dtype):
 @pytest.mark.parametrize("splits", [1, 4])
 @pytest.mark.parametrize("query_scale", [3e5, 1e-3, 0.0])
 def test_fp8_kv_cache_keeps_bf16_query_range(device, query_scale, splits):
-    """Over an fp8 cache whole-sequence decodes run their products in fp16
+    """Over an fp8 cache decodes run their products in fp16
     (``TileConfig.fp16_products``), whose range bf16 queries exceed: a query of 3e5 (fp16 tops
     out at 65504) must stay finite, one of 1e-3 (fp16 subnormals from 6e-5) precise, and an
     all-zero one give every token the same weight; the softmax scale keeps the logits of unit
-    size. Split decodes keep bf16 products."""
+    size. Whole-sequence and split decodes have their own tiles."""
     batch = make_batch(Q_LENS, KV_LENS, dtype=torch.bfloat16, device=device)
     query = (batch.query.float() * query_scale).to(torch.bfloat16)
     k_scale, v_scale = heads_tensor([0.02], device), heads_tensor([0.015], device)
