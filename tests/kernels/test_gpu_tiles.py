@@ -59,18 +59,23 @@ def test_gpu_tile_rules_match_reference(device, monkeypatch, rule):
     check(scenario, batch, **kwargs)
 
 
-def test_gpu_fp8_decode_tiles_match_reference(device, monkeypatch):
-    """The fp8 cache's own rule (128-token steps for whole sequences)."""
+@pytest.mark.parametrize("splits", [1, 4])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_fp8_decode_tiles_match_reference(device, monkeypatch, dtype, splits):
+    """The fp8 cache's own rules: 128-token steps for whole sequences; fp16 products for both,
+    the split tile's registers held for its occupancy."""
     gpu_rules(monkeypatch)
-    assert config.decode_tiles(128, 4, 1, torch.float16, torch.float8_e4m3fn).block_n == 128
+    tiles = config.decode_tiles(128, 4, splits, dtype, torch.float8_e4m3fn)
+    assert tiles.fp16_products and tiles.block_n == (128 if splits == 1 else 64), tiles
+    assert (tiles.maxnreg is not None) == (splits > 1), tiles
     batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=128,
-                       device=device)
+                       dtype=dtype, device=device)
     k_scale, v_scale = heads_tensor([0.02], device), heads_tensor([0.015], device)
     cache = fp8_cache_like(batch, k_scale, v_scale)
     args = (batch.query, cache, batch.cu_seqlens_q, batch.seq_lens, batch.block_table)
     out = batch.poisoned_out()
     fk.paged_attention(*args, max_query_len=1, out=out, k_scale=k_scale, v_scale=v_scale,
-                       num_kv_splits=1)
+                       num_kv_splits=splits)
     ref_fp8 = fk.paged_attention_reference(*args, k_scale=k_scale, v_scale=v_scale)
     assert_matches_reference("fp8 decode tiles (vs fp8 reference)", out, ref_fp8)
 
