@@ -36,6 +36,13 @@ class TileConfig:
     # for needs fewer than the compiler would pick.
     maxnreg: int | None = None
 
+    def launch_options(self) -> dict:
+        """The compiler options of a launch with these tiles."""
+        options = dict(num_warps=self.num_warps, num_stages=self.num_stages)
+        if self.maxnreg:
+            options.update(maxnreg=self.maxnreg)
+        return options
+
 
 def interpreting() -> bool:
     """True when Triton runs kernels on the CPU (TRITON_INTERPRET=1, read by triton.jit at import)."""
@@ -187,9 +194,11 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
     all of that head's query heads (tl.dot needs at least 16 rows). ``cache_dtype`` is the KV
     cache's when it differs from ``dtype`` (fp8)."""
     rows = max(16, next_power_of_2(queries_per_kv))
+    # An fp8 cache under a 16-bit query: products in fp16 (a float32 query keeps its own).
+    fp16_products = cache_dtype == torch.float8_e4m3fn and dtype != torch.float32
     if interpreting():  # (the fp8 rules' products too, for the CPU tests)
         return TileConfig(block_m=rows, block_n=16, num_warps=4, num_stages=1,
-                          fp16_products=cache_dtype == torch.float8_e4m3fn)
+                          fp16_products=fp16_products)
     if shared_memory < HOPPER_SHARED_MEMORY:
         return TileConfig(block_m=rows, block_n=compact_block_n(head_dim, dtype), num_warps=4,
                           num_stages=2)
@@ -213,8 +222,8 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # takes to bf16): fp8 64x8k 2.65 -> 2.82 TB/s, 0.94x -> 0.99x FA3
         # (benchmarks/results/tiles-h200/ab_fp8_fp16_products.txt).
         return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=2,
-                          fp16_products=True)
-    if cache_dtype == torch.float8_e4m3fn:
+                          fp16_products=fp16_products)
+    if fp16_products:
         # Split fp8 decodes: fp16 products too, held to the 128 registers of four programs an
         # SM, the occupancy num_kv_splits plans for. Unbounded they take 149 registers, 3
         # programs an SM, and 8x8k went 57.0 -> 75.5 us; at 128, 44 bytes spill and 8x8k goes

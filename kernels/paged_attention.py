@@ -159,7 +159,6 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
     else:
         partial_out = partial_lse = out  # never touched with a single split
     head_dim_p = config.padded_head_dim(head_dim)
-    fp16_products = tiles.fp16_products and variant.k_scale is not None and query.dtype != torch.float32
     decode_kernel[(num_seqs, k_cache.shape[1], num_splits)](
         out, partial_out, partial_lse, query, k_cache, v_cache, block_table, cu_seqlens_q,
         seq_lens, qk_scale, variant.alibi_slopes, variant.sinks, variant.k_scale, variant.v_scale,
@@ -168,9 +167,8 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
         QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
         PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
         NUM_SPLITS=num_splits, SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap,
-        FP32_DOT=fp32_dot and not fp16_products, LOOKAHEAD=tiles.lookahead,
-        FP16_PRODUCTS=fp16_products, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
-        **({"maxnreg": tiles.maxnreg} if tiles.maxnreg else {}))
+        FP32_DOT=fp32_dot and not tiles.fp16_products, LOOKAHEAD=tiles.lookahead,
+        FP16_PRODUCTS=tiles.fp16_products, **tiles.launch_options())
     if num_splits > 1:
         merge_splits_kernel[(num_seqs, num_q_heads)](
             out, partial_out, partial_lse, cu_seqlens_q, num_q_heads, out.stride(0), out.stride(1),
@@ -203,4 +201,4 @@ def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, 
         BLOCK_N=tiles.block_n, PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim,
         HEAD_DIM_P=config.padded_head_dim(head_dim), CAUSAL=causal,
         SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap, FP32_DOT=fp32_dot,
-        LOOKAHEAD=tiles.lookahead, num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+        LOOKAHEAD=tiles.lookahead, **tiles.launch_options())

@@ -105,14 +105,11 @@ def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_di
         tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype, kv_dtype,
                                     SHARED_LIMIT[arch])
         constants.update(NUM_SPLITS=splits, LOOKAHEAD=tiles.lookahead,
-                         FP16_PRODUCTS=tiles.fp16_products and kv_dtype != dtype)
+                         FP16_PRODUCTS=tiles.fp16_products)
     constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
     sig, constexprs, attrs = _signature(kernel, pointers, constants)
-    options = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
-    if tiles.maxnreg:
-        options.update(maxnreg=tiles.maxnreg)
     return triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
-                          target=GPUTarget("cuda", arch, 32), options=options)
+                          target=GPUTarget("cuda", arch, 32), options=tiles.launch_options())
 
 
 def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int,

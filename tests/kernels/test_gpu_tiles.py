@@ -80,6 +80,15 @@ def test_gpu_fp8_decode_tiles_match_reference(device, monkeypatch, dtype, splits
     assert_matches_reference("fp8 decode tiles (vs fp8 reference)", out, ref_fp8)
 
 
+def test_fp8_decode_rules_leave_float32_queries_their_products(monkeypatch):
+    """fp16 products, and the split tile's register cap that comes with them, are for 16-bit
+    queries; a float32 query over an fp8 cache keeps the bf16-cache tiles' float32 products."""
+    gpu_rules(monkeypatch)
+    for splits in (1, 4):
+        tiles = config.decode_tiles(128, 4, splits, torch.float32, torch.float8_e4m3fn)
+        assert not tiles.fp16_products and tiles.maxnreg is None, tiles
+
+
 def test_decode_with_lookahead_matches_reference(device, monkeypatch):
     """No decode rule reads the block table ahead yet, but tune_tiles.py can ask for it."""
     monkeypatch.setattr(config, "decode_tiles",
