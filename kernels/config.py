@@ -14,8 +14,11 @@ from functools import lru_cache
 
 import torch
 
-# Largest split-KV count; the merge kernel loads all partials of one head at once.
+# Largest split-KV count; the merge kernel unrolls its loop over the splits.
 MAX_KV_SPLITS = 64
+# Partials (query heads x splits) one program of the split merge folds in its unrolled loop: at
+# head 128 with 4 warps, one register a thread for each (config.merge_heads).
+MERGE_PARTIALS = 32
 # Shared memory one block may use on Hopper (227 KB), what the tiles below were measured with.
 HOPPER_SHARED_MEMORY = 232448
 
@@ -290,6 +293,20 @@ def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
             * multiprocessor_count(device))
     splits = max(1, wave // programs)
     return min(MAX_KV_SPLITS, 1 << (splits.bit_length() - 1))  # the power of two at or below
+
+
+def merge_heads(num_q_heads: int, num_splits: int) -> int:
+    """Query heads each program of the split merge combines (decode.merge_splits_kernel): as
+    many as MERGE_PARTIALS allows, a power of two, at most the heads there are. One head (from
+    32 splits on) takes the kernel's other form, all splits of the head as one tile.
+
+    H200, bf16, decode alone, graph replay, us, the earlier merge (one head a program, one tile)
+    against this rule (benchmarks/NOTES.md, "The split merge"): MQA 64 x 8k (4 splits, 8 heads)
+    80.1 -> 74.7, MQA 128 x 4k (2 splits) 77.0 -> 74.8, GQA 7:1 16 x 8k (8 splits) 70.4 -> 69.1,
+    Llama 8 x 8k (8 splits) 69.1 -> 68.4. At 64 splits the unrolled loop lost to the tile
+    (Llama 1 x 8k 11.25 -> 11.8, MQA 1 x 8k 8.4 -> 9.2), so there the tile stays."""
+    heads = max(1, MERGE_PARTIALS // num_splits)
+    return min(next_power_of_2(num_q_heads), 1 << (heads.bit_length() - 1))
 
 
 def split_kv_rows(max_num_seqs: int, num_kv_heads: int, device: torch.device,

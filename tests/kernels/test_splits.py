@@ -43,6 +43,15 @@ def test_split_count_is_the_measured_best(name, num_seqs, num_kv_heads, queries_
     assert config.num_kv_splits(num_seqs, num_kv_heads, CUDA, queries_per_kv) == splits
 
 
+@pytest.mark.parametrize("num_q_heads", [1, 7, 12, 32, 64])
+def test_merge_programs_cover_every_head_within_the_partials_budget(num_q_heads):
+    for splits in (2, 4, 8, 16, 32, 64):
+        heads = config.merge_heads(num_q_heads, splits)
+        assert heads & (heads - 1) == 0 and heads <= config.next_power_of_2(num_q_heads)
+        assert heads * splits <= config.MERGE_PARTIALS or heads == 1
+        programs = -(-num_q_heads // heads)
+        assert (programs - 1) * heads < num_q_heads <= programs * heads
+
 
 def test_large_groups_count_four_programs_per_sm_where_the_compact_tile_serves_them(monkeypatch):
     # Below Hopper's shared memory MQA gets the 64-token compact tile (config.decode_tiles), not
