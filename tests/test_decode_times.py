@@ -1,0 +1,28 @@
+"""benchmarks/decode_times.py: what ``--merge-heads`` fixes, and its shapes' geometries."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import decode_times  # noqa: E402
+
+from flashcore_kernels import config  # noqa: E402
+
+
+def test_zero_keeps_the_rule_and_a_count_is_held_to_the_heads_there_are():
+    assert decode_times.fixed_merge_heads(0) is config.merge_heads
+    fixed = decode_times.fixed_merge_heads(8)
+    assert fixed(32, 64) == 8 and fixed(5, 2) == 8 and fixed(3, 2) == 4
+
+
+def test_every_geometry_named_exists():
+    for name in decode_times.SHAPES:
+        assert decode_times.geometry.get(name).name == name
+
+
+def test_refuses_to_run_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(decode_times.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        decode_times.main([])
