@@ -301,10 +301,11 @@ def merge_heads(num_q_heads: int, num_splits: int) -> int:
     32 splits on) takes the kernel's other form, all splits of the head as one tile.
 
     H200, bf16, decode alone, graph replay, us, the earlier merge (one head a program, one tile)
-    against this rule (benchmarks/NOTES.md, "The split merge"): MQA 64 x 8k (4 splits, 8 heads)
-    80.1 -> 74.7, MQA 128 x 4k (2 splits) 77.0 -> 74.8, GQA 7:1 16 x 8k (8 splits) 70.4 -> 69.1,
-    Llama 8 x 8k (8 splits) 69.1 -> 68.4. At 64 splits the unrolled loop lost to the tile
-    (Llama 1 x 8k 11.25 -> 11.8, MQA 1 x 8k 8.4 -> 9.2), so there the tile stays."""
+    against this rule, alternating (benchmarks/results/tiles-h200/ab_merge.txt, machine 4): MQA
+    64 x 8k (4 splits, 8 heads) 80.0 -> 74.6, MQA 128 x 4k (2 splits) 76.9 -> 74.9, GQA 7:1
+    16 x 8k (8 splits) 70.3 -> 69.5, Llama 8 x 8k (8 splits) 69.0 -> 68.7. At 64 splits the
+    unrolled loop lost to the tile (machine 2: Llama 1 x 8k 11.24 -> 11.8, MQA 1 x 8k 8.4 ->
+    9.2), so there the tile stays."""
     heads = max(1, MERGE_PARTIALS // num_splits)
     return min(next_power_of_2(num_q_heads), 1 << (heads.bit_length() - 1))
 
