@@ -5,7 +5,7 @@ compared with the version before it, one process per version, alternating.
     python benchmarks/decode_times.py --label new
     python benchmarks/decode_times.py --geometries mqa --shapes 64x8192 --merge-heads 0,1,2,4,8
 
-bf16, page 16, random page order, CUDA-graph replay (``harness.kernel_rate``). ``--merge-heads``
+bf16, page 16, random page order, CUDA-graph replay (``harness.kernel_ms``). ``--merge-heads``
 fixes ``config.merge_heads`` (query heads per merge program) to each value in turn, 0 being the
 rule itself.
 """
@@ -33,9 +33,7 @@ MERGE_HEADS = config.merge_heads
 
 
 def decode_us(g: geometry.Geometry, batch: int, context: int) -> float:
-    spec = batches.decode_batch(batch, context)
-    nbytes = batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, 2)
-    return nbytes / harness.kernel_rate(spec, g, "decode") / 1e6  # TB/s -> us
+    return 1e3 * harness.kernel_ms(batches.decode_batch(batch, context), g)
 
 
 def fixed_merge_heads(heads: int):

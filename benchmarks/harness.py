@@ -320,20 +320,27 @@ def time_ms(fn, device, timer: str, warmup_ms: int, rep_ms: int) -> float:
     return statistics.median(time_all_ms(fn, device, timer, warmup_ms, rep_ms))
 
 
-def kernel_rate(spec: batches.BatchSpec, g: geometry.Geometry, suite: str) -> float:
-    """TFLOP/s (``suite`` "prefill") or TB/s of KV read (decode) of our launcher alone on one
-    batch of random inputs: CUDA-graph replay, bf16, page 16, random page order. The tile
-    sweeps (tune_tiles.py) and the kernel-version comparisons (ab_prefill.py) time with it."""
-    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim)
-    element_size = inp.query.element_size()
+KERNEL_DTYPE = torch.bfloat16  # of kernel_ms' inputs
+
+
+def kernel_ms(spec: batches.BatchSpec, g: geometry.Geometry) -> float:
+    """Milliseconds of our launcher alone on one batch of random inputs: CUDA-graph replay,
+    KERNEL_DTYPE, page 16, random page order. The tile sweeps (tune_tiles.py), the
+    kernel-version comparisons (ab_prefill.py, decode_times.py) time with it."""
+    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, dtype=KERNEL_DTYPE)
     try:
-        ms = time_ms(KernelRunner(inp).forward, inp.qkv.device, "graph", 25, 100)
+        return time_ms(KernelRunner(inp).forward, inp.qkv.device, "graph", 25, 100)
     finally:
         release(inp)
+
+
+def kernel_rate(spec: batches.BatchSpec, g: geometry.Geometry, suite: str) -> float:
+    """TFLOP/s (``suite`` "prefill") or TB/s of KV read (decode) of ``kernel_ms``."""
+    ms = kernel_ms(spec, g)
     if suite == "prefill":
         return batches.attention_flops(spec, g.num_q_heads, g.head_dim) / ms / 1e9
     return batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
-                                   element_size) / ms / 1e9
+                                   KERNEL_DTYPE.itemsize) / ms / 1e9
 
 
 def copy_bandwidth_gbps(device, nbytes: int = 2 << 30) -> float:

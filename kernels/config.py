@@ -66,6 +66,11 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def power_of_2_at_most(n: int) -> int:
+    """The largest power of two <= n (n >= 1)."""
+    return 1 << (n.bit_length() - 1)
+
+
 def padded_head_dim(head_dim: int) -> int:
     return next_power_of_2(head_dim)
 
@@ -292,7 +297,7 @@ def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
     wave = (decode_programs_per_sm(queries_per_kv, shared_memory_per_block(device))
             * multiprocessor_count(device))
     splits = max(1, wave // programs)
-    return min(MAX_KV_SPLITS, 1 << (splits.bit_length() - 1))  # the power of two at or below
+    return min(MAX_KV_SPLITS, power_of_2_at_most(splits))
 
 
 def merge_heads(num_q_heads: int, num_splits: int) -> int:
@@ -306,8 +311,8 @@ def merge_heads(num_q_heads: int, num_splits: int) -> int:
     16 x 8k (8 splits) 70.3 -> 69.5, Llama 8 x 8k (8 splits) 69.0 -> 68.7. At 64 splits the
     unrolled loop lost to the tile (machine 2: Llama 1 x 8k 11.24 -> 11.8, MQA 1 x 8k 8.4 ->
     9.2), so there the tile stays."""
-    heads = max(1, MERGE_PARTIALS // num_splits)
-    return min(next_power_of_2(num_q_heads), 1 << (heads.bit_length() - 1))
+    heads = power_of_2_at_most(max(1, MERGE_PARTIALS // num_splits))
+    return min(next_power_of_2(num_q_heads), heads)
 
 
 def split_kv_rows(max_num_seqs: int, num_kv_heads: int, device: torch.device,
