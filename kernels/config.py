@@ -302,8 +302,7 @@ def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
 
 def merge_heads(num_q_heads: int, num_splits: int) -> int:
     """Query heads each program of the split merge combines (decode.merge_splits_kernel): as
-    many as MERGE_PARTIALS allows, a power of two, at most the heads there are. One head (from
-    32 splits on) takes the kernel's other form, all splits of the head as one tile.
+    many as MERGE_PARTIALS allows, a power of two, at most the heads there are.
 
     H200, bf16, decode alone, graph replay, us, the earlier merge (one head a program, one tile)
     against this rule, alternating (benchmarks/results/tiles-h200/ab_merge.txt, machine 4): MQA
@@ -313,6 +312,14 @@ def merge_heads(num_q_heads: int, num_splits: int) -> int:
     9.2), so there the tile stays."""
     heads = power_of_2_at_most(max(1, MERGE_PARTIALS // num_splits))
     return min(next_power_of_2(num_q_heads), heads)
+
+
+def merge_one_tile(num_splits: int) -> bool:
+    """Whether the split merge loads all of a head's splits as one tile (one head a program)
+    rather than walking them in its unrolled loop: at the largest split count only, where the
+    loop's 64 steps a thread lost 0.5-0.8 us to the tile (ab_merge.txt, machine 2), while at 32
+    splits the loop with one head was ~2% faster (machines 2 and 3)."""
+    return num_splits >= MAX_KV_SPLITS
 
 
 def split_kv_rows(max_num_seqs: int, num_kv_heads: int, device: torch.device,

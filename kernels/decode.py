@@ -142,12 +142,13 @@ def merge_splits_kernel(
     HEAD_DIM_P: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr,  # query heads per program (config.merge_heads)
+    ONE_TILE: tl.constexpr,  # all splits of one head (BLOCK_H 1) as one tile (config.merge_one_tile)
 ):
     """Combines one sequence's split partials for BLOCK_H query heads: the softmax-weighted sum
     of the splits' outputs, each weighted by exp2(its lse - the largest lse).
 
-    With one head a program, every split's partial comes in as one [NUM_SPLITS, HEAD_DIM] tile
-    and the sums run across threads (at many splits, few sequences). With several, each thread
+    ONE_TILE: every split's partial of one head comes in as one [NUM_SPLITS, HEAD_DIM] tile and
+    the sums run across threads (at the most splits, few sequences). Otherwise each thread
     walks the splits for its own elements in an unrolled loop, so nothing crosses threads and the
     programs are fewer (at few splits, many sequences and heads, where the cross-thread sums of
     the tile cost more than the loads)."""
@@ -160,7 +161,7 @@ def merge_splits_kernel(
     # before the partials: at 1 x 8k, 64 splits, 0.1 us faster than after them; H200.)
     token = tl.load(cu_seqlens_q + seq)
     is_decode = tl.load(cu_seqlens_q + seq + 1) - token == 1
-    if BLOCK_H == 1:
+    if ONE_TILE:
         q_head = tl.program_id(1)
         offs_s = tl.arange(0, NUM_SPLITS)
         row = (seq * NUM_SPLITS + offs_s).to(tl.int64) * num_q_heads + q_head

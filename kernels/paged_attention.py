@@ -170,10 +170,12 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
         FP32_DOT=fp32_dot and not tiles.fp16_products, LOOKAHEAD=tiles.lookahead,
         FP16_PRODUCTS=tiles.fp16_products, **tiles.launch_options())
     if num_splits > 1:
-        heads = config.merge_heads(num_q_heads, num_splits)
+        one_tile = config.merge_one_tile(num_splits)
+        heads = 1 if one_tile else config.merge_heads(num_q_heads, num_splits)
         merge_splits_kernel[(num_seqs, -(-num_q_heads // heads))](
             out, partial_out, partial_lse, cu_seqlens_q, num_q_heads, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p, NUM_SPLITS=num_splits, BLOCK_H=heads)
+            HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p, NUM_SPLITS=num_splits, BLOCK_H=heads,
+            ONE_TILE=one_tile)
 
 
 def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,

@@ -49,11 +49,11 @@ def test_split_kv_decode_any_split_count(device, splits):
     check(f"decode, {splits} KV splits", batch, num_kv_splits=splits)
 
 
-@pytest.mark.parametrize("splits", [2, 8, 32])
+@pytest.mark.parametrize("splits", [2, 8, 32, 64])
 def test_split_merge_with_a_partial_block_of_heads(device, splits):
     """12 query heads: the merge's blocks of heads (config.merge_heads: 16 at 2 splits, 4 at 8)
-    overrun the heads there are, or (one head at 32) the merge takes its one-tile form; a
-    prefill in the batch has workspace rows the merge must skip."""
+    overrun the heads there are, one head at 32 walks the loop, and at 64 the merge takes its
+    one-tile form; a prefill in the batch has workspace rows the merge must skip."""
     batch = make_batch([1, 1, 6, 1], [90, 3, 40, 33], num_q_heads=12, num_kv_heads=4,
                        device=device, seed=splits)
     check(f"decode, 12 query heads, {splits} KV splits", batch, num_kv_splits=splits)
