@@ -317,8 +317,9 @@ def merge_heads(num_q_heads: int, num_splits: int) -> int:
 def merge_one_tile(num_splits: int) -> bool:
     """Whether the split merge loads all of a head's splits as one tile (one head a program)
     rather than walking them in its unrolled loop: at the largest split count only, where the
-    loop's 64 steps a thread lost 0.5-0.8 us to the tile (ab_merge.txt, machine 2), while at 32
-    splits the loop with one head was ~2% faster (machines 2 and 3)."""
+    loop's 64 steps a thread lost 0.5-0.8 us to the tile (ab_merge.txt, machine 2). At 32 splits
+    the loop with one head is faster (H200, alternating, machines 6 and 7: MQA 8 x 2k 9.45-9.59
+    -> 9.22-9.29 us, GQA 7:1 4 x 8k 24.95-25.03 -> 24.42-24.66)."""
     return num_splits >= MAX_KV_SPLITS
 
 

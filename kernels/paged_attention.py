@@ -159,12 +159,13 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
     else:
         partial_out = partial_lse = out  # never touched with a single split
     head_dim_p = config.padded_head_dim(head_dim)
-    decode_kernel[(num_seqs, k_cache.shape[1], num_splits)](
+    decode_kernel[(num_seqs * k_cache.shape[1], num_splits)](
         out, partial_out, partial_lse, query, k_cache, v_cache, block_table, cu_seqlens_q,
         seq_lens, qk_scale, variant.alibi_slopes, variant.sinks, variant.k_scale, variant.v_scale,
         num_q_heads, query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
-        QUERIES_PER_KV=queries_per_kv, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
+        QUERIES_PER_KV=queries_per_kv, NUM_KV_HEADS=k_cache.shape[1],
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
         PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
         NUM_SPLITS=num_splits, SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap,
         FP32_DOT=fp32_dot and not tiles.fp16_products, LOOKAHEAD=tiles.lookahead,
