@@ -54,10 +54,11 @@ def decode_kernel(
     FP16_PRODUCTS: tl.constexpr,  # fp8 cache: products in fp16 (config.TileConfig.fp16_products)
 ):
     # A sequence's KV heads are neighbouring programs, so they run side by side: each page holds
-    # every head's slice of its tokens, and reading them together shares the page's DRAM rows
-    # (H200, Llama 256 x 8k, one split: 1902 -> 1872 us against sequences side by side). The
-    # head count is a constexpr: dividing by a runtime one made the split decodes of 8 KV heads
-    # 20-25% slower (results/tiles-h200/ab_decode_order.txt).
+    # every head's slice of its tokens, and they read each page together (H200, Llama 256 x 8k,
+    # one split: 1902 -> 1872 us against neighbouring sequences; fewer DRAM row openings and
+    # page translations are the likely reason, not profiled). The head count is a constexpr:
+    # dividing by a runtime one made the split decodes of 8 KV heads 20-25% slower
+    # (results/tiles-h200/ab_decode_order.txt).
     seq = tl.program_id(0) // NUM_KV_HEADS
     kv_head = tl.program_id(0) % NUM_KV_HEADS
     split = tl.program_id(1)
