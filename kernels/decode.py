@@ -2,8 +2,9 @@
 
 A decode reads the whole KV history of its sequence to produce one token, so a small batch
 launches too few programs to keep the GPU's memory system busy. The grid is
-``(num_seqs, num_kv_heads, NUM_SPLITS)``: each program attends one query token (all query heads
-of one KV head, packed as rows) to one contiguous slice of the sequence's KV tokens. With
+``(num_seqs * num_kv_heads, NUM_SPLITS)``, a sequence's KV heads neighbours: each program
+attends one query token (all query heads of one KV head, packed as rows) to one contiguous
+slice of the sequence's KV tokens. With
 NUM_SPLITS == 1 it writes the output directly; otherwise it writes a normalised partial output
 and its log-sum-exp, and ``merge_splits_kernel`` combines the slices.
 
