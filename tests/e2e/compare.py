@@ -135,6 +135,9 @@ def print_table(title: str, comparisons, timings=None, per_request=False) -> Non
         print(f"{c.label[:28]:28} {c.identical:>4}/{c.n_requests:<4} {fmt(c.prompt_max_diff):>13} "
               f"{fmt(c.prompt_mean_diff, '.4f'):>8} {fmt(c.prompt_top5_overlap):>8} "
               f"{fmt(c.sample_max_diff):>13} {f'{diverged} ({explained} <= {c.near_tie:.2f})':>22}")
+    if timings:
+        print("   (engines run FLASHCORE_E2E_PARALLEL at a time on one GPU, so these times are "
+              "not a speed comparison; benchmarks/ measures speed)")
     for name, r in (timings or {}).items():
         if r and r.get("ok"):
             print(f"   {name}: engine start {r['init_s']} s, generate {r['gen_s']} s")
