@@ -105,7 +105,8 @@ def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_di
         tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype, kv_dtype,
                                     SHARED_LIMIT[arch])
         constants.update(NUM_SPLITS=splits, LOOKAHEAD=tiles.lookahead,
-                         FP16_PRODUCTS=tiles.fp16_products, NUM_KV_HEADS=8)
+                         FP16_PRODUCTS=tiles.fp16_products,
+                         NUM_KV_HEADS=8)  # Llama-3-8B's; only the program ids depend on it
     constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
     sig, constexprs, attrs = _signature(kernel, pointers, constants)
     return triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
