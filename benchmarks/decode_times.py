@@ -4,10 +4,13 @@ compared with the version before it, one process per version, alternating.
 
     python benchmarks/decode_times.py --label new
     python benchmarks/decode_times.py --geometries mqa --shapes 64x8192 --merge-heads 0,1,2,4,8
+    python benchmarks/decode_times.py --geometries llama3-8b --shapes 64x32768 --splits 0,1,2,4
 
 bf16, page 16, random page order, CUDA-graph replay (``harness.kernel_ms``). ``--merge-heads``
-fixes ``config.merge_heads`` (query heads per merge program) to each value in turn, 0 being the
-rule itself.
+fixes ``config.merge_heads`` (query heads per merge program) to each value in turn, and
+``--splits`` ``config.num_kv_splits`` (KV splits per sequence, a power of two), 0 being the rule
+itself. At 64 splits the merge takes its one-tile form, one head a program
+(``config.merge_one_tile``), whatever ``--merge-heads`` says.
 """
 
 import argparse
@@ -20,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import batches  # noqa: E402
 import geometry  # noqa: E402
 import harness  # noqa: E402
+from tune_tiles import with_splits  # noqa: E402
 
 from flashcore_kernels import config  # noqa: E402
 
@@ -49,6 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", type=batches.parse_shapes, default=None,
                    help="BATCHxCONTEXT,... for every geometry (default: each one's list here)")
     p.add_argument("--merge-heads", default="0", help="comma list; 0 = config's rule")
+    p.add_argument("--splits", default="0", help="comma list of powers of two; 0 = config's rule")
     p.add_argument("--label", default="", help="printed at the start of each line")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -56,10 +61,13 @@ def main(argv=None) -> int:
     for name in args.geometries.split(","):
         g = geometry.get(name)
         for heads in (int(v) for v in args.merge_heads.split(",")):
-            config.merge_heads = fixed_merge_heads(heads)
-            cells = [f"{b}x{c} {decode_us(g, b, c):7.2f}" for b, c in args.shapes or SHAPES[name]]
-            print(f"{args.label} {name:10s} merge_heads={heads}: " + "  ".join(cells), flush=True)
-    config.merge_heads = MERGE_HEADS
+            for splits in (int(v) for v in args.splits.split(",")):
+                config.merge_heads = fixed_merge_heads(heads)
+                config.num_kv_splits = with_splits(splits)
+                cells = [f"{b}x{c} {decode_us(g, b, c):7.2f}" for b, c in args.shapes or SHAPES[name]]
+                print(f"{args.label} {name:10s} merge_heads={heads} splits={splits}: "
+                      + "  ".join(cells), flush=True)
+    config.merge_heads, config.num_kv_splits = MERGE_HEADS, with_splits(0)
     return 0
 
 
