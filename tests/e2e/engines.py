@@ -9,6 +9,7 @@ to the engine's environment) and ``timeout_s``, and options that engine_job.py r
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from .compare import Comparison
 ENGINE_JOB = Path(__file__).with_name("engine_job.py")
 REPO = Path(__file__).parents[2]
 JOB_TIMEOUT_S = 600
+# The first line of a Python traceback or of a CUDA error in an engine's log.
+FIRST_ERROR = re.compile(r"Traceback \(most recent call last\)|CUDA error|Error: ")
 
 
 class JobRunner:
@@ -73,8 +76,9 @@ class JobRunner:
                 returncode = "timeout"
         log_text = log_path.read_text(errors="replace")
         result = json.loads(out_path.read_text()) if out_path.exists() else {"ok": False}
+        result.setdefault("name", job["name"])
         result.setdefault("error", f"exit {returncode}")
-        result["log"] = log_text
+        result["log"], result["log_path"] = log_text, str(log_path)
         result["flashcore_logged"] = "Using the FlashCore (FLASHCORE)" in log_text
         if (not result["ok"] and attempt == 0 and not job.get("expect_failure")
                 and "address already in use" in log_text.lower()):  # port race between engines
@@ -82,8 +86,26 @@ class JobRunner:
         return result
 
 
+def first_error(log_text: str, lines: int = 40) -> str:
+    """The log from its first error on, ``lines`` long: a worker's crash is often followed by
+    screens of shutdown tracebacks that the tail alone would show."""
+    found = FIRST_ERROR.search(log_text)
+    if not found:
+        return ""
+    start = log_text.rfind("\n", 0, found.start()) + 1
+    return "\n".join(log_text[start:].splitlines()[:lines])
+
+
+def failure(result) -> str:
+    """What a failed job's assertion says: its error, the log's first error and its tail, and
+    where the whole log is (under pytest's --basetemp)."""
+    log = result.get("log", "")
+    return (f"{result.get('name')}: {result.get('error')} (log: {result.get('log_path')})\n"
+            f"--- first error ---\n{first_error(log)}\n--- tail ---\n{log[-3000:]}")
+
+
 def ok(result) -> dict:
-    assert result["ok"], f"{result.get('name')}: {result.get('error')}\n{result['log'][-5000:]}"
+    assert result["ok"], failure(result)
     return result
 
 

@@ -11,6 +11,9 @@ otherwise. Throughput of the full 32-layer model under tensor parallelism is a b
 ``benchmarks/generate.py --tensor-parallel-size 2 --workload short``.
 
     NCCL_NVLS_ENABLE=0 .venv/bin/python -m pytest tests/e2e/test_tensor_parallel.py -s -q
+
+Every engine runs before anything is asserted, so a failure says whether FLASH_ATTN ran in the
+same setting; each engine's whole log is under pytest's ``--basetemp``.
 """
 
 from pathlib import Path
@@ -19,7 +22,7 @@ import pytest
 import torch
 
 from .compare import compare_runs, print_table
-from .engines import JobRunner, assert_close, flashcore_ok, ok
+from .engines import JobRunner, assert_close, failure, flashcore_ok, ok
 from .test_generate import GEN, PROMPT_LENGTHS, backend_kwargs, random_prompts
 
 pytestmark = [
@@ -74,11 +77,15 @@ def test_tensor_parallel_matches_flash_attn(tp, tmp_path):
     jobs = {f"tp{tp}/{b}": tp_job(tp, b) for b in BACKENDS}
     runner = JobRunner(jobs, tmp_path, write_llama3_8b_shapes, parallel=1)  # each uses all tp GPUs
     try:
-        fc = flashcore_ok(runner.result(f"tp{tp}/FLASHCORE"))
-        fa = ok(runner.result(f"tp{tp}/FLASH_ATTN"))
-        tr = runner.result(f"tp{tp}/TRITON_ATTN")
+        fc, fa, tr = (runner.result(f"tp{tp}/{b}") for b in BACKENDS)
     finally:
         runner.pool.shutdown(wait=True, cancel_futures=True)
+    # A crash of FLASH_ATTN's engine too points at the multi-GPU setting (the all-reduce, the
+    # host) before our kernels; either way the test fails.
+    assert fc["ok"], (f"FLASH_ATTN in the same setting: "
+                      f"{'ran' if fa['ok'] else 'failed too, ' + fa['error']}\n{failure(fc)}")
+    flashcore_ok(fc)
+    ok(fa)
     tr_cmp = compare_runs(tr, fa, "TRITON_ATTN") if tr["ok"] else None
     fc_cmp = compare_runs(fc, fa, "FLASHCORE", tr_cmp)
     print_table(f"Llama-3-8B shapes, {NUM_LAYERS} layers, tensor parallel {tp}, CUDA graphs, "
