@@ -211,14 +211,25 @@ def _random_cache(inp: Inputs, order) -> torch.Tensor:
     return cache
 
 
+PAGE_ORDERS = ("random", "in_order")
+
+
 def make_inputs(spec: BatchSpec, num_q_heads: int, num_kv_heads: int, head_dim: int,
-                page_size: int = 16, dtype=torch.bfloat16, device="cuda", seed: int = 0) -> Inputs:
+                page_size: int = 16, dtype=torch.bfloat16, device="cuda", seed: int = 0,
+                page_order: str = "random") -> Inputs:
+    """Random inputs for ``spec``. ``page_order``: the block tables point at pages in random
+    order, as in a server's cache after a while, or ("in_order") each sequence's pages one
+    after the other, so the difference between the two is what scattered pages cost."""
+    if page_order not in PAGE_ORDERS:
+        raise ValueError(f"page_order must be one of {PAGE_ORDERS}, got {page_order!r}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     device = torch.device(device)
     counts = page_counts(spec, page_size)
     # Page 0 is vLLM's null block: never written, and what a window's freed pages point at.
     num_pages = sum(n - skip for n, skip in counts) + 1
-    perm = torch.randperm(num_pages - 1, generator=gen) + 1
+    perm = torch.randperm(num_pages - 1, generator=gen) + 1  # drawn either way: same q/k/v
+    if page_order == "in_order":
+        perm = torch.arange(1, num_pages)
     block_table = torch.zeros(spec.num_reqs, max(n for n, _ in counts), dtype=torch.int32)
     slots, start = [], 0
     for r, ((n, skip), s, q) in enumerate(zip(counts, spec.seq_lens, spec.query_lens)):

@@ -417,8 +417,9 @@ def add_units(rec: dict, inp: batches.Inputs, copy_gbps: float | None) -> dict:
 
 
 def prepare(spec: batches.BatchSpec, g: geometry.Geometry, *, page_size=16,
-            dtype=torch.bfloat16, device="cuda", seed=0) -> batches.Inputs:
-    """Random inputs for one batch, or ``Skip`` when its KV cache would not fit."""
+            dtype=torch.bfloat16, device="cuda", seed=0, page_order="random") -> batches.Inputs:
+    """Random inputs for one batch (``batches.make_inputs``), or ``Skip`` when its KV cache
+    would not fit."""
     device = torch.device(device)
     elem = torch.empty((), dtype=dtype).element_size()
     need = batches.kv_cache_bytes(spec, g.num_kv_heads, g.head_dim, page_size, elem)
@@ -426,7 +427,7 @@ def prepare(spec: batches.BatchSpec, g: geometry.Geometry, *, page_size=16,
     if need * 1.15 + (1 << 30) > free:
         raise Skip(f"KV cache needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
     return batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, page_size,
-                               dtype, device, seed)
+                               dtype, device, seed, page_order)
 
 
 def release(inp: batches.Inputs | None) -> None:

@@ -14,6 +14,10 @@ the same shape in the same process. Everything is timed by CUDA-graph replay, as
 over the same buffers each replay: where they fit in L2 (60 MiB on an H200), part of each read
 may come from there, for the stream and the backends alike.
 
+``--page-orders random,in_order`` runs each shape with its pages scattered (the default, as
+the sweeps run) and with each sequence's pages one after the other: what scattered pages cost
+each backend.
+
 A decode reads the same bytes through a page table and writes its output after them, usually
 with a second kernel to merge KV splits, so it cannot run faster than the stream:
 ``backend time / stream time`` bounds how much faster than that backend any decode can be.
@@ -95,7 +99,13 @@ def main(argv=None):
     p.add_argument("--geometry", default="llama3-8b")
     p.add_argument("--backends", default="FLASHCORE,FLASH_ATTN",
                    help=f"comma list from {', '.join(harness.ALL_BACKENDS)}")
+    p.add_argument("--page-orders", default="random",
+                   help=f"comma list from {', '.join(batches.PAGE_ORDERS)}")
     args = p.parse_args(argv)
+    page_orders = args.page_orders.split(",")
+    for order in page_orders:
+        if order not in batches.PAGE_ORDERS:
+            p.error(f"--page-orders: {order!r} is not one of {', '.join(batches.PAGE_ORDERS)}")
     if not torch.cuda.is_available():
         raise SystemExit("read_floor.py needs a CUDA GPU: it times kernels on one.")
     device = torch.device("cuda")
@@ -105,28 +115,30 @@ def main(argv=None):
     print(f"{torch.cuda.get_device_name(device)}, {g.name} ({g.num_q_heads}/{g.num_kv_heads} "
           f"heads, head {g.head_dim}), bf16, page 16, CUDA-graph replay; "
           f"one empty launch {launch_us(device):.1f} us")
-    print("| shape | MB | stream us (TB/s; programs x block) | "
+    print("| shape | pages | MB | stream us (TB/s; programs x block) | "
           + " | ".join(f"{b} us (TB/s)" for b in backends)
           + " | " + " | ".join(f"{b} / stream" for b in backends) + " |")
-    print("|---" * (3 + 2 * len(backends)) + "|")
+    print("|---" * (4 + 2 * len(backends)) + "|")
     for batch, context in args.shapes:
         spec = batches.decode_batch(batch, context)
-        inp = harness.prepare(spec, g, device=device)
-        nbytes = batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
-                                         inp.query.element_size())
-        times = []
-        for name in backends:
-            rec = harness.measure_backend(name, inp, g, timer="graph", rep_ms=100, check=False)
-            if rec["status"] != "ok":
-                print(f"{name} at {batch} x {context}: {rec['status']}: {rec.get('reason')}")
-            times.append(1e3 * rec["ms"] if rec["status"] == "ok" else float("nan"))
-        harness.release(inp)
-        floor, how = stream_us(nbytes, device)
-        cells = [f"{batch} x {context}", f"{nbytes / 1e6:.1f}",
-                 f"{floor:.1f} ({nbytes / floor / 1e6:.2f}; {how})"]
-        cells += [f"{us:.1f} ({nbytes / us / 1e6:.2f})" for us in times]
-        cells += [f"{us / floor:.2f}" for us in times]
-        print("| " + " | ".join(cells) + " |", flush=True)
+        for order in page_orders:
+            inp = harness.prepare(spec, g, device=device, page_order=order)
+            nbytes = batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
+                                             inp.query.element_size())
+            times = []
+            for name in backends:
+                rec = harness.measure_backend(name, inp, g, timer="graph", rep_ms=100,
+                                              check=False)
+                if rec["status"] != "ok":
+                    print(f"{name} at {batch} x {context}: {rec['status']}: {rec.get('reason')}")
+                times.append(1e3 * rec["ms"] if rec["status"] == "ok" else float("nan"))
+            harness.release(inp)
+            floor, how = stream_us(nbytes, device)
+            cells = [f"{batch} x {context}", order, f"{nbytes / 1e6:.1f}",
+                     f"{floor:.1f} ({nbytes / floor / 1e6:.2f}; {how})"]
+            cells += [f"{us:.1f} ({nbytes / us / 1e6:.2f})" for us in times]
+            cells += [f"{us / floor:.2f}" for us in times]
+            print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

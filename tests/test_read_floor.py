@@ -33,3 +33,10 @@ def test_refuses_to_run_without_a_gpu(monkeypatch):
     monkeypatch.setattr(read_floor.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         read_floor.main([])
+
+
+def test_refuses_an_unknown_page_order(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        read_floor.main(["--page-orders", "random,sorted"])
+    assert exit_info.value.code == 2  # argparse's usage error, before the GPU check
+    assert "'sorted' is not one of random, in_order" in capsys.readouterr().err
