@@ -56,6 +56,10 @@ def engine_kwargs(args, model_dir: str, dummy: bool) -> dict:
         kw.update(tensor_parallel_size=args.tensor_parallel_size,
                   distributed_executor_backend="mp",
                   disable_custom_all_reduce=args.disable_custom_all_reduce or None)
+        if args.disable_custom_all_reduce:
+            # vLLM 0.26 otherwise fuses each all-reduce with the next RMSNorm through
+            # FlashInfer's all-reduce (NVLink multicast) at TP > 1 on Hopper.
+            kw["compilation_config"] = {"pass_config": {"fuse_allreduce_rms": False}}
     if args.max_num_seqs:
         kw["max_num_seqs"] = args.max_num_seqs
     if args.backend != "FLASHCORE" or args.select_via == "kwarg":

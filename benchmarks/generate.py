@@ -57,7 +57,8 @@ def parse_args(argv=None):
     m.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="GPUs per engine; each worker runs the backend on its share of the heads")
     m.add_argument("--disable-custom-all-reduce", action="store_true",
-                   help="all-reduce through NCCL only (vLLM's own kernel failed on some hosts)")
+                   help="all-reduce through NCCL only, without vLLM's own kernel, PyTorch "
+                        "symmetric memory or the all-reduce + RMSNorm fusion (failed on some hosts)")
     src = p.add_argument_group("prompts")
     src.add_argument("--prompts", type=Path, help="text file (one prompt a line) or JSONL chats")
     src.add_argument("--synthetic", type=int, metavar="N", help="N random token-id prompts")

@@ -59,9 +59,15 @@ def tp_job(tp: int, backend: str) -> dict:
                   # all-reduce is NCCL's alone (with the VLLM_ALLREDUCE_USE_SYMM_MEM=0 below).
                   disable_custom_all_reduce=True,
                   disable_log_stats=False, **backend_kwargs(backend),
-                  # Fewer graph sizes than vLLM's default: a shorter engine start.
-                  compilation_config={"cudagraph_capture_sizes": [1, 2, 4, 8, 16, 32, 64, 128,
-                                                                  256]})
+                  compilation_config={
+                      # Fewer graph sizes than vLLM's default: a shorter engine start.
+                      "cudagraph_capture_sizes": [1, 2, 4, 8, 16, 32, 64, 128, 256],
+                      # At TP > 1 on Hopper with flashinfer installed, vLLM 0.26 fuses each
+                      # all-reduce with the RMSNorm after it by default, through FlashInfer's
+                      # all-reduce (its "mnnvl" backend first, which uses NVLink multicast; see
+                      # enable_allreduce_rms_fusion in vllm/config/vllm.py). Off, for the same
+                      # reason as above.
+                      "pass_config": {"fuse_allreduce_rms": False}})
     return dict(name=f"tp{tp}/{backend}", backend=backend, model=("llama3-8b-shapes",),
                 llm_kwargs=kwargs, env={"VLLM_ALLREDUCE_USE_SYMM_MEM": "0"},
                 timeout_s=420,  # a 4-layer engine starts in about 2 minutes
