@@ -70,7 +70,9 @@ def tp_job(tp: int, backend: str) -> dict:
                       "pass_config": {"fuse_allreduce_rms": False}})
     return dict(name=f"tp{tp}/{backend}", backend=backend, model=("llama3-8b-shapes",),
                 llm_kwargs=kwargs, env={"VLLM_ALLREDUCE_USE_SYMM_MEM": "0"},
-                timeout_s=420,  # a 4-layer engine starts in about 2 minutes
+                # A 4-layer engine starts in about 2 minutes: three engines, even with one of
+                # them hung, take at most about 9.
+                timeout_s=300,
                 reinit_weights=True, sampling=GEN,
                 prompts={"kind": "token_ids",
                          "ids": random_prompts(PROMPT_LENGTHS, VOCAB_SIZE, seed=1)})
