@@ -87,6 +87,15 @@ def attention_layers(model) -> list[dict]:
     return rows
 
 
+def model_rpc(fn, *args, **kwargs):
+    """A method for ``LLM.collective_rpc`` that runs ``fn(model, *args, **kwargs)`` in each
+    worker. Not ``LLM.apply_model(fn)``: that passes ``fn`` as an argument, which vLLM 0.26's
+    multiprocessing executor (tensor parallel) sends to its workers with plain pickle, by name,
+    and the functions of this script cannot be imported by name there. A collective_rpc method
+    travels by value (cloudpickle) at every hop, with the functions it calls."""
+    return lambda worker: fn(worker.get_model(), *args, **kwargs)
+
+
 def top(entries) -> list | None:
     """{token_id: Logprob} -> [[token_id, logprob, rank], ...] (top-k plus the chosen token)."""
     if entries is None:
@@ -130,13 +139,13 @@ def run(job: dict) -> dict:
     reinit = job.get("reinit_weights")
     if reinit:  # True, or reinit_weights' keyword arguments
         options = reinit if isinstance(reinit, dict) else {}
-        # A lambda (not functools.partial): vLLM ships functions to the workers by value.
-        result["reinit_params"] = llm.apply_model(lambda m: reinit_weights(m, **options))[0]
+        result["reinit_params"] = llm.collective_rpc(model_rpc(reinit_weights, **options))[0]
     if job.get("kv_scales") is not None or job.get("unquantized_queries"):
         scales, unquantized = job.get("kv_scales"), bool(job.get("unquantized_queries"))
-        result["configured_layers"] = llm.apply_model(
-            lambda m: configure_attention(m, scales, unquantized))[0]
-    per_worker = llm.apply_model(attention_layers)  # one list per tensor-parallel rank
+        result["configured_layers"] = llm.collective_rpc(
+            model_rpc(configure_attention, scales, unquantized))[0]
+    # One list per tensor-parallel rank.
+    per_worker = llm.collective_rpc(model_rpc(attention_layers))
     result["attention_layers"] = per_worker[0]
     result["attention_impls"] = sorted({r["impl"] for r in per_worker[0]})
     result["attention_impls_per_worker"] = [sorted({r["impl"] for r in rows}) for rows in per_worker]

@@ -58,7 +58,7 @@ class JobRunner:
         job_path.write_text(json.dumps(job))
         env = {k: v for k, v in os.environ.items()
                if k not in ("VLLM_ATTENTION_BACKEND", "TRITON_INTERPRET")}
-        env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # apply_model() ships a function
+        env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # collective_rpc() ships a function
         if job["backend"] == "FLASHCORE":
             env["VLLM_ATTENTION_BACKEND"] = "FLASHCORE"
         env.update(job.get("env", {}))
