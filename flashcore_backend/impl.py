@@ -103,7 +103,8 @@ class FlashCoreImpl(AttentionImpl):
             attn_metadata.query_start_loc, attn_metadata.seq_lens, attn_metadata.block_table,
             max_query_len=attn_metadata.max_query_len, max_seq_len=attn_metadata.max_seq_len,
             out=output[:num_tokens].view(-1, self.num_heads, self.head_size),
-            workspace=attn_metadata.workspace, check_lengths=False,
+            workspace=attn_metadata.workspace, decode_plan=attn_metadata.decode_plan,
+            check_lengths=False,
             **self._attention_options(layer, query.device))
         return output
 

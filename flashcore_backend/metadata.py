@@ -1,16 +1,20 @@
 """Per-batch attention metadata and its builder (FlashInfer's "plan"; ``impl.forward`` is "run").
 
 The kernels read vLLM's own metadata tensors as they are (``query_start_loc`` is our
-``cu_seqlens_q``), so ``build`` only bundles references: it allocates nothing, copies nothing
-and never reads device memory on the host. The one buffer of our own, the split-KV decode
-scratch, is allocated once in ``__init__`` for the largest batch (``max_num_seqs``) and shared
-by every layer of the group (layers run one after another on one stream).
+``cu_seqlens_q``), so ``build`` bundles references and makes one launch: the decode plan
+(``flashcore_kernels.DecodePlan``), each decode's split count from its own length and the
+order its pieces run in, written on the device into tensors of the builder's. It allocates
+nothing, copies nothing and never reads device memory on the host. The buffers of our own,
+the plan and the split-KV decode scratch, are allocated once in ``__init__`` for the largest
+batch (``max_num_seqs``) and shared by every layer of the group (layers run one after another
+on one stream, after the plan that the step's ``build`` launched before them).
 
 CUDA graphs: ``AttentionCGSupport.ALWAYS``. Why that is honest:
 
-* Launch grids depend only on shapes: the decode grid on (num_seqs, num_kv_heads) and a split
-  count chosen from those; the prefill grid on (num_tokens, num_seqs). Lengths and page ids are
-  read on the device, and ``check_lengths=False`` keeps the launcher off the host.
+* Launch grids depend only on shapes: the decode grid on (num_seqs, num_kv_heads), a slot for
+  every piece the plan can list; the prefill grid on (num_tokens, num_seqs). Lengths, page ids
+  and the plan are read on the device, and ``check_lengths=False`` keeps the launcher off the
+  host. ``build`` rewrites the plan in place before every step a graph replays.
 * The one host-side decision is whether to launch the prefill kernel at all (only when
   ``max_query_len > 1``). A captured graph replays whatever was launched at capture. vLLM's V2
   model runner captures a FULL graph for mixed batches with dummy requests of
@@ -30,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
-from flashcore_kernels import SplitKVWorkspace
+from flashcore_kernels import DecodePlan, SplitKVWorkspace
 
 from .vllm_api import (
     AttentionCGSupport,
@@ -51,6 +55,7 @@ class FlashCoreMetadata:
     block_table: torch.Tensor  # [num_seqs, max_pages_per_seq] int32
     slot_mapping: torch.Tensor  # [num_tokens] int64 (read by KV connectors / spec decode)
     workspace: SplitKVWorkspace  # persistent split-KV scratch owned by the builder
+    decode_plan: DecodePlan  # made for this batch by build, in the builder's tensors
 
 
 class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
@@ -62,10 +67,13 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
         model_config = vllm_config.model_config
         num_q_heads = (get_num_attention_heads_from_layers(vllm_config, layer_names)
                        or model_config.get_num_attention_heads(vllm_config.parallel_config))
+        max_num_seqs = vllm_config.scheduler_config.max_num_seqs
+        num_kv_heads = kv_cache_spec.num_kv_heads
         self.workspace = SplitKVWorkspace.allocate(
-            max_num_seqs=vllm_config.scheduler_config.max_num_seqs, num_q_heads=num_q_heads,
-            num_kv_heads=kv_cache_spec.num_kv_heads, head_dim=kv_cache_spec.head_size,
-            device=device)
+            max_num_seqs=max_num_seqs, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
+            head_dim=kv_cache_spec.head_size, device=device)
+        self.decode_plan = DecodePlan.allocate(max_num_seqs, num_kv_heads,
+                                               num_q_heads // num_kv_heads, device)
 
     def build(self, common_prefix_len: int, common_attn_metadata: CommonAttentionMetadata,
               fast_build: bool = False) -> FlashCoreMetadata:
@@ -74,11 +82,13 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
             raise NotImplementedError("FLASHCORE: cascade attention is not supported")
         if m.causal is not True:  # a per-request tensor or False; never evaluated on the host
             raise NotImplementedError("FLASHCORE: only causal attention is supported")
+        # Every row the kernels launch for (padding included: not a decode, so no split).
+        self.decode_plan.update(m.query_start_loc, m.seq_lens, m.seq_lens.shape[0])
         return FlashCoreMetadata(
             num_actual_tokens=m.num_actual_tokens, max_query_len=m.max_query_len,
             max_seq_len=m.max_seq_len, query_start_loc=m.query_start_loc, seq_lens=m.seq_lens,
             block_table=m.block_table_tensor, slot_mapping=m.slot_mapping,
-            workspace=self.workspace)
+            workspace=self.workspace, decode_plan=self.decode_plan)
 
     def build_for_cudagraph_capture(
             self, common_attn_metadata: CommonAttentionMetadata) -> FlashCoreMetadata:
@@ -92,6 +102,7 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
     def update_block_table(self, metadata: FlashCoreMetadata, blk_table: torch.Tensor,
                            slot_mapping: torch.Tensor) -> FlashCoreMetadata:
         # vLLM reuses metadata across KV-cache groups with equal specs; keep our own scratch,
-        # sized for this group's query heads.
+        # sized for this group's query heads. The plan depends on lengths only, which the
+        # groups share.
         return replace(metadata, block_table=blk_table, slot_mapping=slot_mapping,
                        workspace=self.workspace)

@@ -277,6 +277,12 @@ def decode_programs_per_sm(queries_per_kv: int, shared_memory: int = HOPPER_SHAR
     return 2 if _large_group_tile(queries_per_kv, shared_memory) else 4
 
 
+def decode_wave(device: torch.device, queries_per_kv: int) -> int:
+    """Decode programs the GPU runs at once: one wave."""
+    return (decode_programs_per_sm(queries_per_kv, shared_memory_per_block(device))
+            * multiprocessor_count(device))
+
+
 def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
                   queries_per_kv: int) -> int:
     """Split each decode sequence's KV range so that the programs fill one wave of the GPU.
@@ -294,9 +300,7 @@ def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
     tile.
     """
     programs = max(1, num_seqs * num_kv_heads)
-    wave = (decode_programs_per_sm(queries_per_kv, shared_memory_per_block(device))
-            * multiprocessor_count(device))
-    splits = max(1, wave // programs)
+    splits = max(1, decode_wave(device, queries_per_kv) // programs)
     return min(MAX_KV_SPLITS, power_of_2_at_most(splits))
 
 
@@ -312,6 +316,20 @@ def merge_heads(num_q_heads: int, num_splits: int) -> int:
     9.2), so there the tile stays."""
     heads = power_of_2_at_most(max(1, MERGE_PARTIALS // num_splits))
     return min(next_power_of_2(num_q_heads), heads)
+
+
+def planned_merge_tile(num_q_heads: int, num_splits: int) -> tuple[int, int]:
+    """(splits, query heads) of one tile of the planned merge (decode.merge_planned).
+
+    ``num_splits`` is the count a batch of like lengths gets (``num_kv_splits``), so such a
+    batch merges in one tile, all its loads in flight together, as the merge without a plan
+    does; only a sequence the plan splits further, beside much shorter ones, loops. At least 4
+    splits a tile, so that a large batch (one split each) with one long sequence in 16 loops 4
+    times. Heads fill MERGE_PARTIALS partials (32 registers a thread at head 128, 4 warps), one
+    head at 64 splits, like the one-tile merge."""
+    rows = max(num_splits, 4)
+    heads = max(1, MERGE_PARTIALS // rows)
+    return rows, min(next_power_of_2(num_q_heads), heads)
 
 
 def merge_one_tile(num_splits: int) -> bool:

@@ -1,20 +1,23 @@
 """Attention for single-token queries (decodes), with the KV range split across programs.
 
 A decode reads the whole KV history of its sequence to produce one token, so a small batch
-launches too few programs to keep the GPU's memory system busy. The grid is
-``(num_seqs * num_kv_heads, NUM_SPLITS)``, a sequence's KV heads neighbours: each program
-attends one query token (all query heads of one KV head, packed as rows) to one contiguous
-slice of the sequence's KV tokens. With
-NUM_SPLITS == 1 it writes the output directly; otherwise it writes a normalised partial output
+launches too few programs to keep the GPU's memory system busy. Each program attends one query
+token (all query heads of one KV head, packed as rows) to one contiguous slice of the
+sequence's KV tokens, a sequence's KV heads neighbouring programs. A slice that is the whole
+sequence writes the output directly; otherwise the program writes a normalised partial output
 and its log-sum-exp, and ``merge_splits_kernel`` combines the slices.
 
-Each program reads its sequence's length on the device, so NUM_SPLITS (chosen from shapes only)
-stays valid for any lengths when a CUDA graph replays the launch.
+Without a plan the grid is ``(num_seqs * num_kv_heads, NUM_SPLITS)``, every decode in
+NUM_SPLITS slices (chosen from shapes only). With a decode plan (``decode_plan.py``) it is a
+row of ``num_kv_heads`` programs per piece the plan may list, each split count the
+sequence's own. Either way each program reads lengths (and its piece) on the device, so the
+launch stays valid for any lengths when a CUDA graph replays it.
 """
 
 import triton
 import triton.language as tl
 
+from .decode_plan import unpack_piece
 from .tile import alibi_slopes_log2, attend_kv_range, fp8_cache_query, initial_softmax_state
 
 
@@ -23,14 +26,15 @@ from .tile import alibi_slopes_log2, attend_kv_range, fp8_cache_query, initial_s
 @triton.jit(do_not_specialize=["stride_bt"])
 def decode_kernel(
     out,  # [num_tokens, num_q_heads, HEAD_DIM]
-    partial_out,  # [num_seqs * NUM_SPLITS, num_q_heads, HEAD_DIM] float32
-    partial_lse,  # [num_seqs * NUM_SPLITS, num_q_heads] float32, log2 units
+    partial_out,  # [partial rows, num_q_heads, HEAD_DIM] float32: a row per (sequence, split)
+    partial_lse,  # [partial rows, num_q_heads] float32, log2 units
     query,  # [num_tokens, num_q_heads, HEAD_DIM]
     k_cache,  # [num_pages, num_kv_heads, PAGE_SIZE, HEAD_DIM] (view into the packed cache)
     v_cache,  # [num_pages, num_kv_heads, PAGE_SIZE, HEAD_DIM] (same strides as k_cache)
     block_table,  # [num_seqs, max_pages_per_seq] int32
     cu_seqlens_q,  # [num_seqs + 1] int32
     seq_lens,  # [num_seqs] int32
+    pieces,  # [capacity] int32 packed pieces of a DecodePlan, or None: NUM_SPLITS for all
     qk_scale,  # softmax_scale * log2(e)
     alibi_slopes,  # [num_q_heads] float32, or None
     sinks,  # [num_q_heads] attention-sink logits, or None
@@ -47,7 +51,8 @@ def decode_kernel(
     PAGE_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_P: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,  # without a plan; with one, the count the tiles were chosen for
+    SPLIT_BITS: tl.constexpr,  # of a packed piece (decode_plan)
     SLIDING_WINDOW: tl.constexpr,
     SOFT_CAP: tl.constexpr,
     FP32_DOT: tl.constexpr,
@@ -60,9 +65,19 @@ def decode_kernel(
     # page translations are the likely reason, not profiled). The head count is a constexpr:
     # dividing by a runtime one made the split decodes of 8 KV heads 20-25% slower
     # (results/tiles-h200/ab_decode_order.txt).
-    seq = tl.program_id(0) // NUM_KV_HEADS
     kv_head = tl.program_id(0) % NUM_KV_HEADS
-    split = tl.program_id(1)
+    if pieces is not None:  # a planned batch: this row of programs runs one piece
+        piece = tl.program_id(0) // NUM_KV_HEADS
+        packed = tl.load(pieces + piece)
+        if packed < 0:
+            return  # past the plan's last piece
+        seq, split, num_splits = unpack_piece(packed, SPLIT_BITS)
+        partial_row = piece
+    else:
+        seq = tl.program_id(0) // NUM_KV_HEADS
+        split = tl.program_id(1)
+        num_splits = NUM_SPLITS
+        partial_row = seq * NUM_SPLITS + split
 
     token = tl.load(cu_seqlens_q + seq)
     # Loaded before the check, so that its round trip to memory overlaps the query offsets'
@@ -77,7 +92,7 @@ def decode_kernel(
     else:
         kv_first = 0
     kv_lo = kv_first // BLOCK_N * BLOCK_N
-    tiles_per_split = tl.cdiv(tl.cdiv(seq_len - kv_lo, BLOCK_N), NUM_SPLITS)
+    tiles_per_split = tl.cdiv(tl.cdiv(seq_len - kv_lo, BLOCK_N), num_splits)
     kv_start = kv_lo + split * tiles_per_split * BLOCK_N
     kv_end = tl.maximum(kv_start, tl.minimum(seq_len, kv_start + tiles_per_split * BLOCK_N))
     kv_start = tl.maximum(kv_start, kv_first)  # split 0 starts at the window's first token
@@ -129,11 +144,11 @@ def decode_kernel(
     acc = acc / l_i[:, None]
     if v_scale is not None:
         acc = acc * v_scale
-    if NUM_SPLITS == 1:
+    if num_splits == 1:  # (decided at compile time without a plan)
         tl.store(out + token.to(tl.int64) * stride_ot + q_head[:, None] * stride_oh + offs_d[None, :],
                  acc.to(out.dtype.element_ty), mask=io_mask)
     else:
-        row = (seq * NUM_SPLITS + split).to(tl.int64) * num_q_heads + q_head
+        row = partial_row.to(tl.int64) * num_q_heads + q_head
         tl.store(partial_out + row[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=io_mask)
         tl.store(partial_lse + row, tl.where(empty, float("-inf"), m_i + tl.log2(l_i)), mask=row_valid)
 
@@ -141,15 +156,17 @@ def decode_kernel(
 @triton.jit
 def merge_splits_kernel(
     out,  # [num_tokens, num_q_heads, HEAD_DIM]
-    partial_out,  # [num_seqs * NUM_SPLITS, num_q_heads, HEAD_DIM] float32
-    partial_lse,  # [num_seqs * NUM_SPLITS, num_q_heads] float32, log2 units
+    partial_out,  # [partial rows, num_q_heads, HEAD_DIM] float32
+    partial_lse,  # [partial rows, num_q_heads] float32, log2 units
     cu_seqlens_q,  # [num_seqs + 1] int32
+    seq_splits,  # [num_seqs] int32 split count of each sequence (DecodePlan), or None
+    seq_first_piece,  # [num_seqs] int32 partial row of its first split (DecodePlan), or None
     num_q_heads,
     stride_ot, stride_oh,
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_P: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,
-    BLOCK_H: tl.constexpr,  # query heads per program (config.merge_heads)
+    NUM_SPLITS: tl.constexpr,  # without a plan: every sequence's count; with one: tile rows
+    BLOCK_H: tl.constexpr,  # query heads per program (config.merge_heads / planned_merge_tile)
     ONE_TILE: tl.constexpr,  # all splits of one head (BLOCK_H 1) as one tile (config.merge_one_tile)
 ):
     """Combines one sequence's split partials for BLOCK_H query heads: the softmax-weighted sum
@@ -159,7 +176,7 @@ def merge_splits_kernel(
     the sums run across threads (at the most splits, few sequences). Otherwise each thread
     walks the splits for its own elements in an unrolled loop, so nothing crosses threads and the
     programs are fewer (at few splits, many sequences and heads, where the cross-thread sums of
-    the tile cost more than the loads)."""
+    the tile cost more than the loads). With a plan (``seq_splits``), see ``merge_planned``."""
     seq = tl.program_id(0)
     offs_d = tl.arange(0, HEAD_DIM_P)
     d_valid = offs_d < HEAD_DIM
@@ -169,7 +186,17 @@ def merge_splits_kernel(
     # before the partials: at 1 x 8k, 64 splits, 0.1 us faster than after them; H200.)
     token = tl.load(cu_seqlens_q + seq)
     is_decode = tl.load(cu_seqlens_q + seq + 1) - token == 1
-    if ONE_TILE:
+    if seq_splits is not None:
+        num_splits = tl.load(seq_splits + seq)
+        if num_splits < 2:
+            return  # one split stored its output itself; none: not a decode
+        q_head = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+        merged = merge_planned(partial_out, partial_lse, num_splits,
+                               tl.load(seq_first_piece + seq), q_head, num_q_heads, offs_d,
+                               d_valid, HEAD_DIM, HEAD_DIM_P, NUM_SPLITS, BLOCK_H)
+        mask = (q_head < num_q_heads)[:, None] & d_valid[None, :]
+        q_head = q_head[:, None]
+    elif ONE_TILE:
         q_head = tl.program_id(1)
         offs_s = tl.arange(0, NUM_SPLITS)
         row = (seq * NUM_SPLITS + offs_s).to(tl.int64) * num_q_heads + q_head
@@ -208,3 +235,34 @@ def merge_splits_kernel(
     mask = mask & is_decode
     tl.store(out + token.to(tl.int64) * stride_ot + q_head * stride_oh + offs_d,
              merged.to(out.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def merge_planned(partial_out, partial_lse, num_splits, first_row, q_head, num_q_heads, offs_d,
+                  d_valid, HEAD_DIM: tl.constexpr, HEAD_DIM_P: tl.constexpr,
+                  SPLIT_ROWS: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The merge of a planned sequence of ``num_splits`` splits, whose partials start at row
+    ``first_row``: they come in tiles of SPLIT_ROWS splits x BLOCK_H heads
+    (config.planned_merge_tile; one tile holds every split of a batch of like lengths), each
+    folded into a running softmax, so a sequence split more than the tile holds costs a loop."""
+    first = first_row.to(tl.int64)
+    head_valid = q_head < num_q_heads
+    offs_s = tl.arange(0, SPLIT_ROWS)
+    m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, HEAD_DIM_P], tl.float32)
+    for start in range(0, num_splits, SPLIT_ROWS):
+        split = start + offs_s
+        valid = head_valid[:, None] & (split < num_splits)[None, :]
+        row = (first + split)[None, :] * num_q_heads + q_head[:, None]  # [BLOCK_H, SPLIT_ROWS]
+        lse = tl.load(partial_lse + row, mask=valid, other=float("-inf"))
+        partial = tl.load(partial_out + row[:, :, None] * HEAD_DIM + offs_d[None, None, :],
+                          mask=valid[:, :, None] & d_valid[None, None, :], other=0.0)
+        m_new = tl.maximum(m_i, tl.max(lse, 1))
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # heads with nothing to merge
+        weight = tl.exp2(lse - m_ref[:, None])
+        alpha = tl.exp2(m_i - m_ref)
+        acc = acc * alpha[:, None] + tl.sum(weight[:, :, None] * partial, 1)
+        l_i = l_i * alpha + tl.sum(weight, 1)
+        m_i = m_new
+    return acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]

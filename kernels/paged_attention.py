@@ -8,6 +8,7 @@ import torch
 
 from . import checks, config, hopper_prefill
 from .decode import decode_kernel, merge_splits_kernel
+from .decode_plan import SPLIT_BITS, DecodePlan
 from .prefill import prefill_grid, prefill_kernel
 
 LOG2_E = 1.4426950408889634
@@ -23,9 +24,12 @@ class SplitKVWorkspace:
     @classmethod
     def allocate(cls, max_num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                  device: torch.device) -> "SplitKVWorkspace":
-        """Enough rows for any batch of up to ``max_num_seqs`` sequences."""
-        rows = config.split_kv_rows(max_num_seqs, num_kv_heads, torch.device(device),
-                                    num_q_heads // num_kv_heads)
+        """Enough rows for any batch of up to ``max_num_seqs`` sequences, planned or not."""
+        device = torch.device(device)
+        queries_per_kv = num_q_heads // num_kv_heads
+        rows = max(config.split_kv_rows(max_num_seqs, num_kv_heads, device, queries_per_kv),
+                   DecodePlan.capacity_for(max_num_seqs, num_kv_heads,
+                                           config.decode_wave(device, queries_per_kv)))
         return cls.with_rows(rows, num_q_heads, head_dim, device)
 
     @classmethod
@@ -47,7 +51,8 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: t
                     alibi_slopes: torch.Tensor | None = None, sinks: torch.Tensor | None = None,
                     k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
                     out: torch.Tensor | None = None, workspace: SplitKVWorkspace | None = None,
-                    num_kv_splits: int | None = None, check_lengths: bool = True) -> torch.Tensor:
+                    num_kv_splits: int | None = None, decode_plan: DecodePlan | None = None,
+                    check_lengths: bool = True) -> torch.Tensor:
     """Attention of a ragged batch of queries over a paged KV cache.
 
     Args:
@@ -71,6 +76,10 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: t
         out: ``[num_tokens, num_q_heads, head_dim]`` written in place; allocated when None.
         workspace: split-KV scratch (see ``SplitKVWorkspace.allocate``); allocated when None.
         num_kv_splits: override the split-KV heuristic (a power of two).
+        decode_plan: a ``DecodePlan`` made for this batch (``decode_plan.update``): decodes are
+            split by their own lengths and run longest piece first. Without one every decode
+            gets the split count of ``config.num_kv_splits``, which suits a batch of like
+            lengths only. The workspace must hold ``decode_plan.capacity(num_seqs)`` rows.
         check_lengths: check per-sequence lengths and page ids first; this reads the metadata
             on the host, so callers that must not synchronise (CUDA graphs) pass False.
     """
@@ -83,14 +92,14 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: t
         softmax_scale=softmax_scale, causal=causal,
         sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
         sinks=sinks, k_scale=k_scale, v_scale=v_scale, out=out, workspace=workspace,
-        num_kv_splits=num_kv_splits, check_lengths=check_lengths)
+        num_kv_splits=num_kv_splits, decode_plan=decode_plan, check_lengths=check_lengths)
 
 
 def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_table, *,
                          max_query_len, max_seq_len=None, softmax_scale=None, causal=True,
                          sliding_window=None, logits_soft_cap=None, alibi_slopes=None, sinks=None,
                          k_scale=None, v_scale=None, out=None, workspace=None, num_kv_splits=None,
-                         check_lengths=True) -> torch.Tensor:
+                         decode_plan=None, check_lengths=True) -> torch.Tensor:
     """``paged_attention`` with K and V given apart, each ``[num_pages, num_kv_heads, page_size,
     head_dim]`` with the same strides (both halves of a packed cache, or two dense tensors)."""
     num_tokens, num_q_heads, head_dim = checks.rows("query", query)
@@ -116,6 +125,13 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     splits = num_kv_splits or config.num_kv_splits(num_seqs, num_kv_heads, device, queries_per_kv)
     if splits & (splits - 1) or not 1 <= splits <= config.MAX_KV_SPLITS:
         raise ValueError(f"num_kv_splits must be a power of two up to {config.MAX_KV_SPLITS}, got {splits}")
+    if decode_plan is not None:
+        _check_plan(decode_plan, num_seqs, num_kv_heads, device)
+        if num_seqs == 1:
+            # The plan would give a lone sequence the shape rule's count (its share is the
+            # whole wave), and the launch without it skips the piece lookup and takes the
+            # one-tile merge: 1 x 8k 12.9 -> 11.5 us on an H200 (benchmarks/NOTES.md).
+            decode_plan = None
     variant = checks.variant(num_q_heads, device, k_cache.dtype, causal, sliding_window,
                              logits_soft_cap, alibi_slopes, sinks, k_scale, v_scale)
     if check_lengths:
@@ -130,7 +146,8 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
         cu_seqlens_q=cu_seqlens_q, seq_lens=seq_lens, qk_scale=scale,
         queries_per_kv=queries_per_kv, fp32_dot=_needs_fp32_dot(query.dtype),
         variant=variant)
-    _launch_decode(**common, num_seqs=num_seqs, num_splits=splits, workspace=workspace)
+    _launch_decode(**common, num_seqs=num_seqs, num_splits=splits, workspace=workspace,
+                   plan=decode_plan)
     if max_query_len > 1:
         _launch_prefill(**common, num_seqs=num_seqs, causal=causal, max_query_len=max_query_len,
                         max_seq_len=max_seq_len)
@@ -142,41 +159,65 @@ def _needs_fp32_dot(dtype: torch.dtype) -> bool:
     return dtype == torch.float32 or (dtype == torch.bfloat16 and config.interpreting())
 
 
+def _check_plan(plan: DecodePlan, num_seqs: int, num_kv_heads: int, device) -> None:
+    if plan.pieces.device != device:
+        raise ValueError(f"decode_plan is on {plan.pieces.device}, the query on {device}")
+    if plan.num_kv_heads != num_kv_heads:
+        raise ValueError(f"decode_plan was made for {plan.num_kv_heads} KV heads, the cache has "
+                         f"{num_kv_heads}")
+    if plan.seq_splits.shape[0] < num_seqs:
+        raise ValueError(f"decode_plan holds {plan.seq_splits.shape[0]} sequences, the batch "
+                         f"has {num_seqs}")
+
+
 def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
-                   queries_per_kv, fp32_dot, variant, num_seqs, num_splits, workspace):
+                   queries_per_kv, fp32_dot, variant, num_seqs, num_splits, workspace, plan):
     num_q_heads, head_dim = query.shape[1], query.shape[2]
+    num_kv_heads = k_cache.shape[1]
+    # With a plan, num_splits still picks the tiles: the count a batch of like lengths gets.
     tiles = config.decode_tiles(head_dim, queries_per_kv, num_splits, query.dtype, k_cache.dtype,
                                 config.shared_memory_per_block(query.device))
-    if num_splits > 1:
+    if plan is not None:
+        rows = plan.capacity(num_seqs)
+        grid = (rows * num_kv_heads, 1)
+    else:
         rows = num_seqs * num_splits
+        grid = (num_seqs * num_kv_heads, num_splits)
+    if plan is not None or num_splits > 1:
         if workspace is None:
             workspace = SplitKVWorkspace.with_rows(rows, num_q_heads, head_dim, query.device)
         elif not workspace.fits(rows, num_q_heads, head_dim):
-            raise ValueError(f"workspace too small: {num_seqs} sequences x {num_splits} splits need "
+            raise ValueError(f"workspace too small: {num_seqs} sequences need "
                              f"{rows} rows of [{num_q_heads}, {head_dim}], it has "
                              f"{tuple(workspace.partial_out.shape)}")
         partial_out, partial_lse = workspace.partial_out, workspace.partial_lse
     else:
         partial_out = partial_lse = out  # never touched with a single split
     head_dim_p = config.padded_head_dim(head_dim)
-    decode_kernel[(num_seqs * k_cache.shape[1], num_splits)](
+    decode_kernel[grid](
         out, partial_out, partial_lse, query, k_cache, v_cache, block_table, cu_seqlens_q,
-        seq_lens, qk_scale, variant.alibi_slopes, variant.sinks, variant.k_scale, variant.v_scale,
-        num_q_heads, query.stride(0), query.stride(1), out.stride(0), out.stride(1),
+        seq_lens, plan.pieces if plan is not None else None, qk_scale, variant.alibi_slopes,
+        variant.sinks, variant.k_scale, variant.v_scale, num_q_heads, query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
-        QUERIES_PER_KV=queries_per_kv, NUM_KV_HEADS=k_cache.shape[1],
+        QUERIES_PER_KV=queries_per_kv, NUM_KV_HEADS=num_kv_heads,
         BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
         PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
-        NUM_SPLITS=num_splits, SLIDING_WINDOW=variant.sliding_window, SOFT_CAP=variant.soft_cap,
-        FP32_DOT=fp32_dot and not tiles.fp16_products, LOOKAHEAD=tiles.lookahead,
-        FP16_PRODUCTS=tiles.fp16_products, **tiles.launch_options())
-    if num_splits > 1:
+        NUM_SPLITS=num_splits, SPLIT_BITS=SPLIT_BITS, SLIDING_WINDOW=variant.sliding_window,
+        SOFT_CAP=variant.soft_cap, FP32_DOT=fp32_dot and not tiles.fp16_products,
+        LOOKAHEAD=tiles.lookahead, FP16_PRODUCTS=tiles.fp16_products, **tiles.launch_options())
+    if plan is not None:
+        rows, heads = config.planned_merge_tile(num_q_heads, num_splits)
+        one_tile, plan_tensors = False, (plan.seq_splits, plan.seq_first_piece)
+    elif num_splits > 1:
+        rows = num_splits
         one_tile = config.merge_one_tile(num_splits)
         heads = 1 if one_tile else config.merge_heads(num_q_heads, num_splits)
+        plan_tensors = (None, None)
+    if plan is not None or num_splits > 1:
         merge_splits_kernel[(num_seqs, -(-num_q_heads // heads))](
-            out, partial_out, partial_lse, cu_seqlens_q, num_q_heads, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p, NUM_SPLITS=num_splits, BLOCK_H=heads,
-            ONE_TILE=one_tile)
+            out, partial_out, partial_lse, cu_seqlens_q, *plan_tensors, num_q_heads,
+            out.stride(0), out.stride(1), HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
+            NUM_SPLITS=rows, BLOCK_H=heads, ONE_TILE=one_tile)
 
 
 def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,

@@ -39,7 +39,8 @@ DTYPE_PAIRS = ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
 HEAD_DIMS = (64, 128, 256)
 # The largest group: decode tiles grow with it (prefill tiles do not).
 QUERIES_PER_KV = 32
-OPTIONAL = ("alibi_slopes", "sinks", "k_scale", "v_scale")  # None unless passed as pointers
+OPTIONAL = ("pieces", "seq_splits", "seq_first_piece", "alibi_slopes", "sinks", "k_scale",
+            "v_scale")  # None unless passed as pointers
 
 
 def _signature(kernel, pointers: dict, constants: dict):

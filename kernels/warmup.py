@@ -15,12 +15,14 @@ import itertools
 import torch
 
 from .cache_write import write_kv_cache
+from .decode_plan import DecodePlan
 from .paged_attention import paged_attention
 
 # One decode (query 1, KV 2) and two prefills (query 2, KV 2): the decode and prefill kernels
 # launch. The batch goes to the launcher twice, without and with its max_seq_len: on Hopper the
 # first takes the Gluon prefill kernel, the second the Triton one wherever the launcher gives
-# it batches of short prefills (config.short_prefills_on_triton).
+# it batches of short prefills (config.short_prefills_on_triton). The second also passes a
+# decode plan, as an engine's steps do, so the planned decode and merge compile too.
 _QUERY_LENS, _SEQ_LENS = (1, 2, 2), (2, 2, 2)
 
 
@@ -59,8 +61,11 @@ def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: to
     seq_lens = torch.tensor(_SEQ_LENS, dtype=torch.int32, device=device)
     scales = {k: attention_options[k] for k in ("k_scale", "v_scale") if k in attention_options}
     write_kv_cache(key[:tokens], value[:tokens], cache, slot_mapping, **scales)
-    for max_seq_len in (None, max(_SEQ_LENS)):
+    plan = DecodePlan.allocate(num_seqs, num_kv_heads, query.shape[1] // num_kv_heads, device)
+    plan.update(cu_seqlens_q, seq_lens, num_seqs)
+    for max_seq_len, decode_plan in ((None, None), (max(_SEQ_LENS), plan)):
         paged_attention(query[:tokens], cache, cu_seqlens_q, seq_lens, block_table,
                         max_query_len=max(_QUERY_LENS), max_seq_len=max_seq_len,
-                        out=out[:tokens], check_lengths=False, **attention_options)
+                        out=out[:tokens], decode_plan=decode_plan, check_lengths=False,
+                        **attention_options)
     return True

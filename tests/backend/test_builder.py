@@ -11,6 +11,7 @@ from vllm.config import CUDAGraphMode, set_current_vllm_config  # noqa: E402
 from vllm.v1.attention.backend import AttentionCGSupport  # noqa: E402
 
 from flashcore_backend.backend import FlashCoreBackend  # noqa: E402
+from flashcore_kernels import DecodePlan  # noqa: E402
 from flashcore_backend.metadata import FlashCoreMetadata, FlashCoreMetadataBuilder  # noqa: E402
 
 from .vllm_batch import (BatchSpec, Geometry, kv_cache_spec, make_common_metadata,  # noqa: E402
@@ -51,12 +52,20 @@ def test_workspace_is_allocated_once_for_the_largest_batch(make_config, device):
 
 
 @pytest.mark.parametrize("name", list(BATCHES))
-def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, device, name):
+def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, device, name,
+                                                              monkeypatch):
     spec = BATCHES[name]
     builder = make_builder(make_config(G), device)
     common, _ = make_common_metadata(spec, G, device=device)
+    # The plan is one kernel launch (test_build_plans_the_batch runs it); under the CPU
+    # interpreter a launch copies its tensors, so here it only records what it was given.
+    planned = []
+    monkeypatch.setattr(DecodePlan, "update", lambda plan, *args: planned.append((plan, args)))
     with no_tensor_ops():  # no allocation, no copy, no host read (.item/.cpu) of any kind
         md = builder.build(0, common)
+    assert planned == [(builder.decode_plan, (common.query_start_loc, common.seq_lens,
+                                              len(spec.seq_lens)))]
+    assert md.decode_plan is builder.decode_plan
     assert isinstance(md, FlashCoreMetadata)
     assert md.num_actual_tokens == spec.num_tokens
     assert md.max_query_len == max(spec.query_lens)
@@ -67,6 +76,19 @@ def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, devic
     assert md.slot_mapping is common.slot_mapping
     assert md.workspace is builder.workspace
     assert builder.build(0, common, fast_build=True).workspace is builder.workspace
+
+
+def test_build_plans_the_batch(make_config, device):
+    """Each decode gets its splits, longest first; prefills and padding get none."""
+    builder = make_builder(make_config(G), device)
+    spec = BatchSpec(seq_lens=[900, 40, 18, 64, 1], query_lens=[1, 1, 6, 30, 1])
+    common, _ = make_common_metadata(spec, G, device=device)
+    plan = builder.build(0, common).decode_plan
+    splits = plan.seq_splits[:5].tolist()
+    assert splits[2] == splits[3] == 0 and min(splits[0], splits[1], splits[4]) >= 1
+    assert splits[0] > splits[1]  # the long decode in more pieces
+    first = plan.pieces[0].item()
+    assert first >> 12 == 0  # its first piece runs first
 
 
 def test_build_refuses_what_the_kernels_cannot_do(make_config, device):

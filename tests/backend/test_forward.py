@@ -262,19 +262,23 @@ def test_through_vllm_attention_layer(make_config, device):
     step.check(output, expected)
 
 
-def refill(buffers, step: Step) -> None:
-    """The runner's in-place update of the persistent metadata buffers for the next step."""
+def refill(buffers, step: Step, builder) -> None:
+    """The runner's in-place update of the persistent metadata buffers for the next step, and
+    its build of that step's metadata, which rewrites the decode plan in place (the metadata
+    object itself is not what a replay reads)."""
     for name in ("query_start_loc", "seq_lens", "block_table_tensor", "slot_mapping"):
         getattr(buffers, name).copy_(getattr(step.common, name))
+    builder.build(0, buffers.replace(max_query_len=step.common.max_query_len,
+                                     max_seq_len=step.common.max_seq_len))
 
 
 def replay_simulated(step: Step, buffers, captured, builder, impl):
     """Without a GPU: refill the buffers, then run with the captured metadata object."""
-    refill(buffers, step)
+    refill(buffers, step, builder)
     return run_impl(step, builder, impl, metadata=captured)
 
 
-def replay_in_cuda_graph(step: Step, buffers, captured, impl):
+def replay_in_cuda_graph(step: Step, buffers, captured, builder, impl):
     """On CUDA: capture the cache update and forward into a real CUDA graph while the persistent
     buffers (metadata, QKV, cache, output) hold the dummy capture batch, then refill them in
     place with ``step``'s batch and replay the graph."""
@@ -303,7 +307,7 @@ def replay_in_cuda_graph(step: Step, buffers, captured, impl):
         attention_step()
     torch.cuda.synchronize()
 
-    refill(buffers, step)  # the replay's step, written into the captured addresses
+    refill(buffers, step, builder)  # the replay's step, written into the captured addresses
     step.qkv.copy_(qkv)
     step.kv_cache.copy_(cache_before)
     output.fill_(float("nan"))
@@ -345,7 +349,7 @@ def test_full_graph_capture_then_mixed_replay(make_config, device):
             captured = builder.build_for_cudagraph_capture(buffers)
             if replays_mixed:
                 if device.type == "cuda":
-                    output, expected = replay_in_cuda_graph(replay, buffers, captured,
+                    output, expected = replay_in_cuda_graph(replay, buffers, captured, builder,
                                                             make_impl(g))
                 else:
                     output, expected = replay_simulated(replay, buffers, captured, builder,

@@ -1,0 +1,138 @@
+"""A per-batch plan for the decode kernel: how many splits each sequence's KV range gets, and the
+order in which the pieces run, made on the device from the batch's own lengths.
+
+A split count fixed from shapes alone (``config.num_kv_splits``) is right for a batch whose
+sequences are alike, and badly wrong for one whose are not: beside 69 sequences of 1k tokens,
+a sequence of 32k is one program per KV head at one split, streaming 16 MB alone long after the
+rest have finished (H200: 891 us, FlashAttention-3 114 us;
+benchmarks/results/tiles-h200/ab_decode_plan.txt). The plan gives each decode a share of the
+GPU's wave of programs in proportion to its length,
+
+    splits = largest power of two <= length * wave / (total length * KV heads), 1 to 64,
+
+which at equal lengths is ``config.num_kv_splits``'s count, and lists the pieces (sequence,
+split) longest piece first, so the longest work starts first and the short work fills in behind
+it. ``plan_kernel`` writes the plan in one program; the decode kernel's programs each read their
+piece from it, and the merge reads where each sequence's partials are.
+
+A plan holds only device tensors and is rewritten in place, so a CUDA graph captured with one
+replays correctly with any later plan made into the same tensors.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from . import config
+
+# A piece packs (sequence, split, split count - 1) into one int32: 6 bits for each count, so
+# sequences up to 2^19 (vLLM's max_num_seqs is some hundreds).
+SPLIT_BITS = 6
+_SEQ_SHIFT = 2 * SPLIT_BITS
+MAX_PLANNED_SEQS = 1 << (31 - _SEQ_SHIFT)
+
+
+@dataclass
+class DecodePlan:
+    """The plan's tensors, sized for batches of up to ``max_num_seqs`` sequences."""
+
+    pieces: torch.Tensor  # [capacity] int32 packed pieces, longest first; -1 past the last
+    seq_splits: torch.Tensor  # [max_num_seqs] int32 splits of each sequence (0: not a decode)
+    seq_first_piece: torch.Tensor  # [max_num_seqs] int32 index of its first piece
+    num_kv_heads: int
+    wave: int  # decode programs the GPU runs at once (config.decode_wave)
+
+    @classmethod
+    def allocate(cls, max_num_seqs: int, num_kv_heads: int, queries_per_kv: int,
+                 device: torch.device, wave: int | None = None) -> "DecodePlan":
+        """``wave``: decode programs the GPU runs at once, ``config.decode_wave`` if None."""
+        if not 1 <= max_num_seqs <= MAX_PLANNED_SEQS:
+            raise ValueError(f"a decode plan holds 1 to {MAX_PLANNED_SEQS} sequences, "
+                             f"got {max_num_seqs}")
+        device = torch.device(device)
+        wave = wave or config.decode_wave(device, queries_per_kv)
+        int32 = dict(dtype=torch.int32, device=device)
+        return cls(torch.full((cls.capacity_for(max_num_seqs, num_kv_heads, wave),), -1, **int32),
+                   torch.zeros(max_num_seqs, **int32), torch.zeros(max_num_seqs, **int32),
+                   num_kv_heads, wave)
+
+    @staticmethod
+    def capacity_for(num_seqs: int, num_kv_heads: int, wave: int) -> int:
+        """Pieces a batch of ``num_seqs`` can need: each sequence's count is at most its share
+        of the wave per KV head, or 1, and the shares add up to at most wave / KV heads."""
+        return -(-wave // num_kv_heads) + num_seqs
+
+    def capacity(self, num_seqs: int) -> int:
+        return self.capacity_for(num_seqs, self.num_kv_heads, self.wave)
+
+    def update(self, cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, num_seqs: int) -> None:
+        """Plan the batch of the first ``num_seqs`` sequences (decodes are those with one query
+        token). One launch; reads nothing on the host."""
+        if num_seqs > self.seq_splits.shape[0] or self.capacity(num_seqs) > self.pieces.shape[0]:
+            raise ValueError(f"the plan holds {self.seq_splits.shape[0]} sequences, the batch "
+                             f"has {num_seqs}")
+        if num_seqs == 0:
+            return
+        plan_kernel[(1,)](
+            self.pieces, self.seq_splits, self.seq_first_piece, cu_seqlens_q, seq_lens, num_seqs,
+            self.capacity(num_seqs), self.wave, self.num_kv_heads,
+            BLOCK_SEQS=max(2, config.next_power_of_2(num_seqs)),
+            MAX_SPLITS=config.MAX_KV_SPLITS, SPLIT_BITS=SPLIT_BITS, FILL_BLOCK=1024)
+
+
+@triton.jit
+def plan_kernel(
+    pieces,  # [capacity] int32, written: packed pieces, then -1
+    seq_splits,  # [num_seqs] int32, written
+    seq_first_piece,  # [num_seqs] int32, written
+    cu_seqlens_q,  # [num_seqs + 1] int32
+    seq_lens,  # [num_seqs] int32
+    num_seqs, capacity, wave, num_kv_heads,
+    BLOCK_SEQS: tl.constexpr,  # num_seqs rounded up to a power of two
+    MAX_SPLITS: tl.constexpr,  # (config.MAX_KV_SPLITS)
+    SPLIT_BITS: tl.constexpr,
+    FILL_BLOCK: tl.constexpr,
+):
+    seq = tl.arange(0, BLOCK_SEQS)
+    valid = seq < num_seqs
+    query_len = (tl.load(cu_seqlens_q + seq + 1, mask=valid, other=0)
+                 - tl.load(cu_seqlens_q + seq, mask=valid, other=0))
+    is_decode = valid & (query_len == 1)
+    length = tl.where(is_decode, tl.load(seq_lens + seq, mask=valid, other=0), 0).to(tl.int64)
+    total = tl.maximum(tl.sum(length, 0), 1)
+    # Each decode's share of the wave, in programs per KV head; its split count is the largest
+    # power of two within it (at least 1, at most MAX_SPLITS).
+    share = length * wave // (total * num_kv_heads)
+    splits = tl.full([BLOCK_SEQS], 1, tl.int64)
+    for _ in tl.static_range(SPLIT_BITS):
+        splits = tl.where((2 * splits <= share) & (2 * splits <= MAX_SPLITS), 2 * splits, splits)
+    splits = tl.where(is_decode, splits, 0)
+    # Longest piece first: sort keys of (piece length, split count, sequence), the sequence
+    # reversed so that equal pieces keep the batch's order.
+    piece_len = tl.where(is_decode, (length + splits - 1) // tl.maximum(splits, 1), 0)
+    key = (piece_len << 28) | (splits << 20) | (BLOCK_SEQS - 1 - seq)
+    key = tl.sort(key, 0, descending=True)
+    by_len = (BLOCK_SEQS - 1 - (key & 0xFFFFF)).to(tl.int32)
+    splits = ((key >> 20) & 0xFF).to(tl.int32)
+    first = tl.cumsum(splits, 0) - splits
+    listed = by_len < num_seqs
+    tl.store(seq_splits + by_len, splits, mask=listed)
+    tl.store(seq_first_piece + by_len, first, mask=listed)
+    # A sequence's pieces side by side: split k of every sequence at once, up to the most.
+    packed = (by_len << (2 * SPLIT_BITS)) | (splits - 1)
+    for split in range(0, tl.max(splits, 0)):
+        tl.store(pieces + first + split, packed | (split << SPLIT_BITS),
+                 mask=listed & (split < splits))
+    # The decode grid has a program for every slot up to capacity: the rest find -1 and exit.
+    for start in range(tl.sum(splits, 0), capacity, FILL_BLOCK):
+        offs = start + tl.arange(0, FILL_BLOCK)
+        tl.store(pieces + offs, tl.full([FILL_BLOCK], -1, tl.int32), mask=offs < capacity)
+
+
+@triton.jit
+def unpack_piece(packed, SPLIT_BITS: tl.constexpr):
+    """(sequence, split, split count) of a packed piece."""
+    mask = (1 << SPLIT_BITS) - 1
+    return packed >> (2 * SPLIT_BITS), (packed >> SPLIT_BITS) & mask, (packed & mask) + 1

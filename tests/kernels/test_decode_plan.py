@@ -1,0 +1,142 @@
+"""The decode plan: split counts from each sequence's own length, pieces longest first, and
+paged attention through a plan against the float64 reference."""
+
+import importlib
+
+import pytest
+import torch
+
+import flashcore_kernels as fk
+from flashcore_kernels import DecodePlan, config
+
+from ..accuracy import assert_matches_reference
+from ..paged_batch import make_batch
+
+
+def planned(batch, num_kv_heads, wave, max_num_seqs=None):
+    """A plan for ``batch`` made on its device, for a GPU that runs ``wave`` decode programs at
+    once (the interpreter's own is small)."""
+    plan = DecodePlan.allocate(max_num_seqs or len(batch.kv_lens), num_kv_heads, 1,
+                               batch.query.device, wave=wave)
+    plan.update(batch.cu_seqlens_q, batch.seq_lens, len(batch.kv_lens))
+    return plan
+
+
+def unpacked(plan, num_seqs):
+    """[(sequence, split, split count)] of the plan's pieces in order, up to the first -1."""
+    pieces = []
+    for packed in plan.pieces[:plan.capacity(num_seqs)].tolist():
+        if packed < 0:
+            break
+        pieces.append((packed >> 12, (packed >> 6) & 63, (packed & 63) + 1))
+    return pieces
+
+
+def expected_splits(q_lens, kv_lens, num_kv_heads, wave):
+    total = sum(kv for q, kv in zip(q_lens, kv_lens) if q == 1)
+    splits = []
+    for q, kv in zip(q_lens, kv_lens):
+        share = kv * wave // (total * num_kv_heads)
+        splits.append(0 if q != 1 else min(config.MAX_KV_SPLITS,
+                                           config.power_of_2_at_most(max(share, 1))))
+    return splits
+
+
+@pytest.mark.parametrize("q_lens, kv_lens, num_kv_heads, wave", [
+    ([1] * 4, [100] * 4, 2, 64),  # alike: config.num_kv_splits's count, 8
+    ([1] * 8, [4096] + [64] * 7, 8, 528),  # one long among short ones
+    ([1, 5, 1, 0, 1], [300, 20, 7, 0, 1000], 2, 96),  # a prefill and a padding row
+    ([1] * 70, [32768] + [1024] * 69, 8, 528),  # an H100's wave
+    ([1], [8192], 8, 528),  # one sequence: the most splits
+])
+def test_plan_splits_by_length_and_lists_every_piece_longest_first(device, q_lens, kv_lens,
+                                                                   num_kv_heads, wave):
+    q_lens = [max(q, 0) for q in q_lens]
+    batch = make_batch([max(q, 1) for q in q_lens], [max(kv, 1) for kv in kv_lens],
+                       num_kv_heads=num_kv_heads, num_q_heads=num_kv_heads, device=device)
+    batch.cu_seqlens_q = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).to(
+        torch.int32).to(device)  # (query length 0: vLLM's padding)
+    batch.seq_lens = torch.tensor(kv_lens, dtype=torch.int32, device=device)
+    plan = planned(batch, num_kv_heads, wave)
+    splits = expected_splits(q_lens, kv_lens, num_kv_heads, wave)
+    assert plan.seq_splits[:len(kv_lens)].tolist() == splits
+    pieces = unpacked(plan, len(kv_lens))
+    # Every split of every decode exactly once, a sequence's splits together and in order.
+    assert sorted(pieces) == sorted((s, k, n) for s, n in enumerate(splits) for k in range(n))
+    first = plan.seq_first_piece[:len(kv_lens)].tolist()
+    for s, n in enumerate(splits):
+        if n:
+            assert pieces[first[s]:first[s] + n] == [(s, k, n) for k in range(n)]
+    piece_lens = [-(-kv_lens[s] // n) for s, _, n in pieces]
+    assert piece_lens == sorted(piece_lens, reverse=True)
+    assert len(pieces) <= plan.capacity(len(kv_lens))
+    assert all(p == -1 for p in plan.pieces[len(pieces):plan.capacity(len(kv_lens))].tolist())
+
+
+def test_alike_lengths_get_the_split_count_of_the_shape_rule(monkeypatch):
+    monkeypatch.setattr(config, "multiprocessor_count", lambda device: 132)
+    monkeypatch.setattr(config, "shared_memory_per_block", lambda device: config.HOPPER_SHARED_MEMORY)
+    cuda = torch.device("cuda")
+    wave = config.decode_wave(cuda, 4)
+    for num_seqs in (1, 3, 8, 32, 64, 100, 256):
+        rule = config.num_kv_splits(num_seqs, 8, cuda, 4)
+        assert expected_splits([1] * num_seqs, [8192] * num_seqs, 8, wave) == [rule] * num_seqs
+
+
+@pytest.mark.parametrize("q_lens, kv_lens, wave", [
+    ([1] * 6, [700, 33, 64, 1, 129, 250], 48),
+    ([1, 9, 1, 1], [400, 9, 17, 90], 32),  # a prefill's rows: the merge passes them over
+    ([1] * 3, [2000, 16, 40], 200),  # the long one in many splits
+])
+def test_planned_decode_matches_the_reference(device, q_lens, kv_lens, wave):
+    batch = make_batch(q_lens, kv_lens, num_q_heads=6, num_kv_heads=2, device=device,
+                       seed=len(q_lens) + wave)
+    plan = planned(batch, 2, wave, max_num_seqs=len(q_lens) + 3)
+    workspace = fk.SplitKVWorkspace.with_rows(plan.capacity(len(q_lens)), 6, 64, device)
+    out = batch.poisoned_out()
+    fk.paged_attention(*batch.args(), max_query_len=batch.max_query_len, out=out,
+                       workspace=workspace, decode_plan=plan)
+    splits = plan.seq_splits[:len(q_lens)].tolist()
+    assert max(splits) > 1 and 1 in splits  # both the merge and the direct store ran
+    assert_matches_reference(f"planned decode, splits {splits}", out, batch.reference(),
+                             batch.sdpa())
+
+
+def test_a_lone_sequence_takes_the_launch_without_a_plan(device, monkeypatch):
+    """The plan's count for one sequence is the shape rule's, so the launcher drops the plan
+    there: same output as without one, and no piece lookup."""
+    launcher = importlib.import_module("flashcore_kernels.paged_attention")  # (the module)
+    batch = make_batch([1], [300], num_q_heads=4, num_kv_heads=2, device=device)
+    plan = planned(batch, 2, config.decode_wave(batch.query.device, 2))
+    assert plan.seq_splits[0].item() == config.num_kv_splits(1, 2, batch.query.device, 2)
+    seen, launch = [], launcher._launch_decode
+
+    def recording(**kwargs):
+        seen.append(kwargs["plan"])
+        return launch(**kwargs)
+
+    monkeypatch.setattr(launcher, "_launch_decode", recording)
+    with_plan = fk.paged_attention(*batch.args(), max_query_len=1, decode_plan=plan)
+    assert seen == [None]
+    assert torch.equal(with_plan, fk.paged_attention(*batch.args(), max_query_len=1))
+
+
+def test_planned_decode_with_sinks_and_a_window(device):
+    batch = make_batch([1] * 4, [300, 20, 75, 5], num_q_heads=4, num_kv_heads=2, device=device)
+    plan = planned(batch, 2, 40)
+    sinks = torch.tensor([0.5, -1.0, 2.0, 0.0], device=device)
+    out = batch.poisoned_out()
+    fk.paged_attention(*batch.args(), max_query_len=1, out=out, decode_plan=plan,
+                       sliding_window=50, sinks=sinks)
+    assert_matches_reference("planned decode, window 50, sinks", out,
+                             batch.reference(sliding_window=50, sinks=sinks))
+
+
+def test_a_plan_for_other_heads_or_too_few_sequences_is_refused(device):
+    batch = make_batch([1, 1, 1], [10, 20, 30], num_q_heads=4, num_kv_heads=2, device=device)
+    with pytest.raises(ValueError, match="made for 4 KV heads"):
+        fk.paged_attention(*batch.args(), max_query_len=1,
+                           decode_plan=DecodePlan.allocate(3, 4, 1, device))
+    with pytest.raises(ValueError, match="holds 2 sequences"):
+        fk.paged_attention(*batch.args(), max_query_len=1,
+                           decode_plan=DecodePlan.allocate(2, 2, 1, device))
