@@ -104,6 +104,11 @@ def decode_batch(batch: int, context: int, variant: Variant = Variant()) -> Batc
                      variant)
 
 
+def uneven_decode_batch(lengths, label: str) -> BatchSpec:
+    """Decodes over contexts of the given lengths (a server's running batch rarely has one)."""
+    return BatchSpec(tuple(lengths), (1,) * len(lengths), f"decode {label}")
+
+
 def prefill_batch(num_seqs: int, seq_len: int) -> BatchSpec:
     return BatchSpec((seq_len,) * num_seqs, (seq_len,) * num_seqs, f"prefill {num_seqs}x{seq_len}")
 

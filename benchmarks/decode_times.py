@@ -10,7 +10,9 @@ bf16, page 16, random page order, CUDA-graph replay (``harness.kernel_ms``). ``-
 fixes ``config.merge_heads`` (query heads per merge program) to each value in turn, and
 ``--splits`` ``config.num_kv_splits`` (KV splits per sequence, a power of two), 0 being the rule
 itself. At 64 splits the merge takes its one-tile form, one head a program
-(``config.merge_one_tile``), whatever ``--merge-heads`` says.
+(``config.merge_one_tile``), whatever ``--merge-heads`` says. Either option other than 0 times
+the launch without a decode plan (``flashcore_kernels.DecodePlan``), which sets split counts
+and the merge's tiles itself; with both at 0, the planned launch an engine makes.
 """
 
 import argparse
@@ -36,8 +38,8 @@ SHAPES = {
 MERGE_HEADS = config.merge_heads
 
 
-def decode_us(g: geometry.Geometry, batch: int, context: int) -> float:
-    return 1e3 * harness.kernel_ms(batches.decode_batch(batch, context), g)
+def decode_us(g: geometry.Geometry, batch: int, context: int, planned: bool = True) -> float:
+    return 1e3 * harness.kernel_ms(batches.decode_batch(batch, context), g, planned)
 
 
 def fixed_merge_heads(heads: int):
@@ -64,7 +66,9 @@ def main(argv=None) -> int:
             for splits in (int(v) for v in args.splits.split(",")):
                 config.merge_heads = fixed_merge_heads(heads)
                 config.num_kv_splits = with_splits(splits)
-                cells = [f"{b}x{c} {decode_us(g, b, c):7.2f}" for b, c in args.shapes or SHAPES[name]]
+                planned = not (heads or splits)
+                cells = [f"{b}x{c} {decode_us(g, b, c, planned):7.2f}"
+                         for b, c in args.shapes or SHAPES[name]]
                 print(f"{args.label} {name:10s} merge_heads={heads} splits={splits}: "
                       + "  ".join(cells), flush=True)
     config.merge_heads, config.num_kv_splits = MERGE_HEADS, with_splits(0)

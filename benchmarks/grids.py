@@ -5,7 +5,9 @@ measured for the built-in backends plus one case per other geometry, so one H100
 our numbers beside that bar in a few minutes.
 """
 
-from batches import Variant, decode_batch, mixed_batch, prefill_batch
+import random
+
+from batches import Variant, decode_batch, mixed_batch, prefill_batch, uneven_decode_batch
 
 DECODE_BATCHES = (1, 8, 32, 64, 128, 256)
 DECODE_CONTEXTS = (512, 2048, 8192, 32768)
@@ -51,6 +53,26 @@ def mixed(quick: bool = False):
     return grid
 
 
+def uneven(quick: bool = False):
+    """Decode batches of unequal lengths: contexts drawn evenly from a range (one seeded
+    generator, drawn in this order, so every run and both grid sizes get the same lengths), and
+    one or a few long contexts beside many short ones, where a split count fixed from shapes
+    leaves the long ones streaming alone (the decode plan, kernels/decode_plan.py)."""
+    gen = random.Random(0)
+    spread = [(n, low, high, [gen.randint(low, high) for _ in range(n)])
+              for n, low, high in ((128, 256, 32768), (256, 64, 8192), (96, 1024, 16384),
+                                   (32, 256, 32768), (8, 256, 32768))]
+    skewed = [([32768] + [1024] * 69, "1x32768+69x1024"), ([32768] + [1024] * 7, "1x32768+7x1024"),
+              ([32768] * 4 + [2048] * 124, "4x32768+124x2048"),
+              ([131072] + [2048] * 31, "1x131072+31x2048")]
+    grid = [uneven_decode_batch(lengths, f"{n}x({low}..{high})")
+            for n, low, high, lengths in spread]
+    grid += [uneven_decode_batch(lengths, label) for lengths, label in skewed]
+    if quick:
+        grid = grid[:1] + grid[2:3] + grid[5:7]
+    return [("llama3-8b", spec) for spec in grid]
+
+
 FP8 = Variant(kv_cache_dtype="fp8")
 WINDOW = Variant(sliding_window=4096)
 
@@ -64,7 +86,9 @@ def variants(quick: bool = False):
     return [("llama3-8b", decode_batch(b, c, v)) for b, c, v in cases]
 
 
-SUITES = {"decode": decode, "prefill": prefill, "mixed": mixed, "variants": variants}
+SUITES = {"decode": decode, "uneven": uneven, "prefill": prefill, "mixed": mixed,
+          "variants": variants}
 
 # The number each suite is judged by (see README.md): KV bandwidth, FLOP rate, or time.
-HEADLINE = {"decode": "gbps", "prefill": "tflops", "mixed": "ms", "variants": "gbps"}
+HEADLINE = {"decode": "gbps", "uneven": "gbps", "prefill": "tflops", "mixed": "ms",
+            "variants": "gbps"}

@@ -208,9 +208,11 @@ class VllmRunner:
 
 
 class KernelRunner:
-    """Our launchers called directly, as a user outside vLLM would."""
+    """Our launchers called directly, as a user outside vLLM would. ``planned``: with a decode
+    plan, as the engine runs; without, every decode gets ``config.num_kv_splits``'s count (what
+    a sweep that forces that count measures)."""
 
-    def __init__(self, inp: batches.Inputs):
+    def __init__(self, inp: batches.Inputs, planned: bool = True):
         import flashcore_kernels as fk
 
         self.fk, self.inp = fk, inp
@@ -223,6 +225,14 @@ class KernelRunner:
         self.workspace = fk.SplitKVWorkspace.allocate(inp.spec.num_reqs, inp.num_q_heads,
                                                       inp.num_kv_heads, inp.head_dim,
                                                       inp.qkv.device)
+        # Planned once for the batch, as the engine's builder does each step (outside the
+        # forward it times).
+        self.decode_plan = None
+        if planned:
+            self.decode_plan = fk.DecodePlan.allocate(inp.spec.num_reqs, inp.num_kv_heads,
+                                                      inp.num_q_heads // inp.num_kv_heads,
+                                                      inp.qkv.device)
+            self.decode_plan.update(inp.query_start_loc, inp.seq_lens, inp.spec.num_reqs)
         self.output = torch.empty_like(inp.query)
 
     def update(self):
@@ -235,7 +245,8 @@ class KernelRunner:
                                 inp.block_table, max_query_len=inp.spec.max_query_len,
                                 max_seq_len=inp.spec.max_seq_len,
                                 sliding_window=inp.spec.variant.sliding_window, out=self.output,
-                                workspace=self.workspace, check_lengths=False, **self.scales)
+                                workspace=self.workspace, decode_plan=self.decode_plan,
+                                check_lengths=False, **self.scales)
 
 
 class SdpaRunner:
@@ -323,20 +334,21 @@ def time_ms(fn, device, timer: str, warmup_ms: int, rep_ms: int) -> float:
 KERNEL_DTYPE = torch.bfloat16  # of kernel_ms' inputs
 
 
-def kernel_ms(spec: batches.BatchSpec, g: geometry.Geometry) -> float:
+def kernel_ms(spec: batches.BatchSpec, g: geometry.Geometry, planned: bool = True) -> float:
     """Milliseconds of our launcher alone on one batch of random inputs: CUDA-graph replay,
     KERNEL_DTYPE, page 16, random page order. The tile sweeps (tune_tiles.py), the
     kernel-version comparisons (ab_prefill.py, decode_times.py) time with it."""
     inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, dtype=KERNEL_DTYPE)
     try:
-        return time_ms(KernelRunner(inp).forward, inp.qkv.device, "graph", 25, 100)
+        return time_ms(KernelRunner(inp, planned).forward, inp.qkv.device, "graph", 25, 100)
     finally:
         release(inp)
 
 
-def kernel_rate(spec: batches.BatchSpec, g: geometry.Geometry, suite: str) -> float:
+def kernel_rate(spec: batches.BatchSpec, g: geometry.Geometry, suite: str,
+                planned: bool = True) -> float:
     """TFLOP/s (``suite`` "prefill") or TB/s of KV read (decode) of ``kernel_ms``."""
-    ms = kernel_ms(spec, g)
+    ms = kernel_ms(spec, g, planned)
     if suite == "prefill":
         return batches.attention_flops(spec, g.num_q_heads, g.head_dim) / ms / 1e9
     return batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,

@@ -69,7 +69,9 @@ def sweep(suite, g, cases, grid):
         setattr(config, f"{suite}_tiles", tiles)
         config.num_kv_splits = with_splits(split)
         try:
-            values = " ".join(f"{harness.kernel_rate(c, g, suite):7.2f}" for c in cases)
+            # A forced split count holds only without a plan, which splits by length.
+            values = " ".join(f"{harness.kernel_rate(c, g, suite, planned=not split):7.2f}"
+                              for c in cases)
         except Exception as e:  # a tile that does not fit shared memory, for example
             values = f"failed: {type(e).__name__}"
         ahead = f" lookahead={int(lookahead)}" if suite == "prefill" or lookahead else ""

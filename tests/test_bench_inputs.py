@@ -37,3 +37,13 @@ def test_both_orders_draw_the_same_tokens_and_write_where_their_table_says():
 def test_an_unknown_order_is_refused():
     with pytest.raises(ValueError, match="page_order must be one of"):
         inputs("sorted")
+
+
+def test_uneven_grid_is_the_same_every_run_and_its_lengths_unequal():
+    import grids  # noqa: E402 (benchmarks/ is on the path above)
+
+    first, again = grids.uneven(), grids.uneven()
+    assert [spec for _, spec in first] == [spec for _, spec in again]
+    for _, spec in first:
+        assert spec.is_decode_only and not spec.is_uniform
+    assert len({spec.label for _, spec in first}) == len(first)

@@ -1,0 +1,93 @@
+"""Decode with and without a decode plan (kernels/decode_plan.py), beside FLASH_ATTN, on the
+same inputs in one process: batches of unequal lengths (grids.uneven) and of equal ones.
+
+    python benchmarks/ab_decode_plan.py
+    python benchmarks/ab_decode_plan.py --cases "decode 1x32768+69x1024,64x8192"
+
+Llama-3-8B heads, bf16, page 16, random page order, CUDA-graph replay; "unplanned" gives every
+decode config.num_kv_splits's count, "planned" is the launch the engine makes (plan made once,
+outside the timing, as the builder does before a step). Each launcher is timed twice,
+alternating. Also prints the plan's own time (one launch a step, not a layer), the split counts
+it chose, and each output's largest error against the float64 reference.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import batches  # noqa: E402
+import geometry  # noqa: E402
+import grids  # noqa: E402
+import harness  # noqa: E402
+
+EQUAL = ((1, 8192), (1, 32768), (8, 8192), (32, 8192), (64, 512), (256, 512), (128, 2048),
+         (64, 8192), (256, 8192), (64, 32768), (128, 32768))
+
+
+def cases() -> dict:
+    found = {spec.label.removeprefix("decode "): spec for _, spec in grids.uneven()}
+    found.update({f"{b}x{c}": batches.decode_batch(b, c) for b, c in EQUAL})
+    return found
+
+
+def us(fn, device) -> float:
+    return 1e3 * harness.time_ms(fn, device, "graph", 25, 100)
+
+
+def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device) -> str:
+    inp = harness.prepare(spec, g, device=device)
+    try:
+        nbytes = batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
+                                         inp.query.element_size())
+        fa = harness.measure_backend("FLASH_ATTN", inp, g, timer="graph", check=False)
+        fa_us = 1e3 * fa["ms"] if fa["status"] == "ok" else float("nan")
+        runners = {"unplanned": harness.KernelRunner(inp, planned=False),
+                   "planned": harness.KernelRunner(inp, planned=True)}
+        errors = {}
+        for name, runner in runners.items():
+            runner.forward()
+            errors[name] = batches.reference_error(inp, runner.cache, runner.output)
+        times = {name: [] for name in runners}
+        for _ in range(2):
+            for name, runner in runners.items():
+                times[name].append(us(runner.forward, device))
+        plan = runners["planned"].decode_plan
+        plan_us = us(lambda: plan.update(inp.query_start_loc, inp.seq_lens, spec.num_reqs), device)
+        splits = plan.seq_splits[:spec.num_reqs].tolist()
+    finally:
+        harness.release(inp)
+    best = {name: min(t) for name, t in times.items()}
+    rate = lambda t: nbytes / t / 1e6  # noqa: E731 (TB/s from us)
+    cells = [f"FA3 {fa_us:.1f} us ({rate(fa_us):.2f} TB/s)"]
+    cells += [f"{name} " + "/".join(f"{t:.1f}" for t in times[name])
+              + f" ({rate(best[name]):.2f}; FA3/it {fa_us / best[name]:.3f})" for name in times]
+    cells += [f"planned/unplanned {best['unplanned'] / best['planned']:.3f}",
+              f"plan {plan_us:.1f} us, splits {min(splits)}..{max(splits)}",
+              "err " + " ".join(f"{name} {e:.1e}" for name, e in errors.items())]
+    return f"{label}: " + " | ".join(cells)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", default="", help="comma list of labels (default: all)")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("needs a CUDA GPU")
+    device = torch.device("cuda")
+    g = geometry.get("llama3-8b")
+    known = cases()
+    labels = [c for c in args.cases.split(",") if c] or list(known)
+    unknown = [c for c in labels if c not in known]
+    if unknown:
+        p.error(f"unknown cases {unknown}; choose from {', '.join(known)}")
+    print(f"{torch.cuda.get_device_name(device)}, {g.name}", flush=True)
+    for label in labels:
+        print(run_case(label, known[label], g, device), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
