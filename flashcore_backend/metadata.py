@@ -74,6 +74,8 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
             head_dim=kv_cache_spec.head_size, device=device)
         self.decode_plan = DecodePlan.allocate(max_num_seqs, num_kv_heads,
                                                num_q_heads // num_kv_heads, device)
+        # A sliding-window group's decodes read the window only: the plan splits that.
+        self.sliding_window = getattr(kv_cache_spec, "sliding_window", None) or None
 
     def build(self, common_prefix_len: int, common_attn_metadata: CommonAttentionMetadata,
               fast_build: bool = False) -> FlashCoreMetadata:
@@ -83,7 +85,8 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
         if m.causal is not True:  # a per-request tensor or False; never evaluated on the host
             raise NotImplementedError("FLASHCORE: only causal attention is supported")
         # Every row the kernels launch for (padding included: not a decode, so no split).
-        self.decode_plan.update(m.query_start_loc, m.seq_lens, m.seq_lens.shape[0])
+        self.decode_plan.update(m.query_start_loc, m.seq_lens, m.seq_lens.shape[0],
+                                self.sliding_window)
         return FlashCoreMetadata(
             num_actual_tokens=m.num_actual_tokens, max_query_len=m.max_query_len,
             max_seq_len=m.max_seq_len, query_start_loc=m.query_start_loc, seq_lens=m.seq_lens,

@@ -67,9 +67,11 @@ class DecodePlan:
     def capacity(self, num_seqs: int) -> int:
         return self.capacity_for(num_seqs, self.num_kv_heads, self.wave)
 
-    def update(self, cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, num_seqs: int) -> None:
+    def update(self, cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, num_seqs: int,
+               sliding_window: int | None = None) -> None:
         """Plan the batch of the first ``num_seqs`` sequences (decodes are those with one query
-        token). One launch; reads nothing on the host."""
+        token), whose layers see only their last ``sliding_window`` tokens if given (a decode's
+        work is then the window, not its length). One launch; reads nothing on the host."""
         if num_seqs > self.seq_splits.shape[0] or self.capacity(num_seqs) > self.pieces.shape[0]:
             raise ValueError(f"the plan holds {self.seq_splits.shape[0]} sequences, the batch "
                              f"has {num_seqs}")
@@ -78,7 +80,7 @@ class DecodePlan:
         plan_kernel[(1,)](
             self.pieces, self.seq_splits, self.seq_first_piece, cu_seqlens_q, seq_lens, num_seqs,
             self.capacity(num_seqs), self.wave, self.num_kv_heads,
-            BLOCK_SEQS=max(2, config.next_power_of_2(num_seqs)),
+            SLIDING_WINDOW=sliding_window or 0, BLOCK_SEQS=max(2, config.next_power_of_2(num_seqs)),
             MAX_SPLITS=config.MAX_KV_SPLITS, SPLIT_BITS=SPLIT_BITS, FILL_BLOCK=1024)
 
 
@@ -90,6 +92,7 @@ def plan_kernel(
     cu_seqlens_q,  # [num_seqs + 1] int32
     seq_lens,  # [num_seqs] int32
     num_seqs, capacity, wave, num_kv_heads,
+    SLIDING_WINDOW: tl.constexpr,  # tokens a decode reads at most; 0 = all
     BLOCK_SEQS: tl.constexpr,  # num_seqs rounded up to a power of two
     MAX_SPLITS: tl.constexpr,  # (config.MAX_KV_SPLITS)
     SPLIT_BITS: tl.constexpr,
@@ -101,6 +104,8 @@ def plan_kernel(
                  - tl.load(cu_seqlens_q + seq, mask=valid, other=0))
     is_decode = valid & (query_len == 1)
     length = tl.where(is_decode, tl.load(seq_lens + seq, mask=valid, other=0), 0).to(tl.int64)
+    if SLIDING_WINDOW > 0:
+        length = tl.minimum(length, SLIDING_WINDOW)
     total = tl.maximum(tl.sum(length, 0), 1)
     # Each decode's share of the wave, in programs per KV head; its split count is the largest
     # power of two within it (at least 1, at most MAX_SPLITS).

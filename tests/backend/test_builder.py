@@ -64,7 +64,7 @@ def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, devic
     with no_tensor_ops():  # no allocation, no copy, no host read (.item/.cpu) of any kind
         md = builder.build(0, common)
     assert planned == [(builder.decode_plan, (common.query_start_loc, common.seq_lens,
-                                              len(spec.seq_lens)))]
+                                              len(spec.seq_lens), None))]
     assert md.decode_plan is builder.decode_plan
     assert isinstance(md, FlashCoreMetadata)
     assert md.num_actual_tokens == spec.num_tokens

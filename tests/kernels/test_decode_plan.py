@@ -73,6 +73,15 @@ def test_plan_splits_by_length_and_lists_every_piece_longest_first(device, q_len
     assert all(p == -1 for p in plan.pieces[len(pieces):plan.capacity(len(kv_lens))].tolist())
 
 
+def test_a_window_caps_what_each_decode_counts_for(device):
+    """With a window of 100 the three decodes read 100, 100 and 40 tokens: the two long ones
+    share alike, whatever their lengths."""
+    batch = make_batch([1, 1, 1], [5000, 300, 40], num_q_heads=2, num_kv_heads=2, device=device)
+    plan = DecodePlan.allocate(3, 2, 1, batch.query.device, wave=48)
+    plan.update(batch.cu_seqlens_q, batch.seq_lens, 3, sliding_window=100)
+    assert plan.seq_splits[:3].tolist() == expected_splits([1, 1, 1], [100, 100, 40], 2, 48)
+
+
 def test_alike_lengths_get_the_split_count_of_the_shape_rule(monkeypatch):
     monkeypatch.setattr(config, "multiprocessor_count", lambda device: 132)
     monkeypatch.setattr(config, "shared_memory_per_block", lambda device: config.HOPPER_SHARED_MEMORY)
