@@ -105,7 +105,7 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
     def update_block_table(self, metadata: FlashCoreMetadata, blk_table: torch.Tensor,
                            slot_mapping: torch.Tensor) -> FlashCoreMetadata:
         # vLLM reuses metadata across KV-cache groups with equal specs; keep our own scratch,
-        # sized for this group's query heads. The plan depends on lengths only, which the
-        # groups share.
+        # sized for this group's query heads. The plan depends on the lengths and the window,
+        # which groups of equal specs share.
         return replace(metadata, block_table=blk_table, slot_mapping=slot_mapping,
                        workspace=self.workspace)

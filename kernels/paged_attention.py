@@ -183,7 +183,8 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
     else:
         rows = num_seqs * num_splits
         grid = (num_seqs * num_kv_heads, num_splits)
-    if plan is not None or num_splits > 1:
+    writes_partials = plan is not None or num_splits > 1  # and so a merge follows
+    if writes_partials:
         if workspace is None:
             workspace = SplitKVWorkspace.with_rows(rows, num_q_heads, head_dim, query.device)
         elif not workspace.fits(rows, num_q_heads, head_dim):
@@ -197,7 +198,8 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
     decode_kernel[grid](
         out, partial_out, partial_lse, query, k_cache, v_cache, block_table, cu_seqlens_q,
         seq_lens, plan.pieces if plan is not None else None, qk_scale, variant.alibi_slopes,
-        variant.sinks, variant.k_scale, variant.v_scale, num_q_heads, query.stride(0), query.stride(1), out.stride(0), out.stride(1),
+        variant.sinks, variant.k_scale, variant.v_scale, num_q_heads,
+        query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_table.stride(0),
         QUERIES_PER_KV=queries_per_kv, NUM_KV_HEADS=num_kv_heads,
         BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
@@ -205,19 +207,20 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
         NUM_SPLITS=num_splits, SPLIT_BITS=SPLIT_BITS, SLIDING_WINDOW=variant.sliding_window,
         SOFT_CAP=variant.soft_cap, FP32_DOT=fp32_dot and not tiles.fp16_products,
         LOOKAHEAD=tiles.lookahead, FP16_PRODUCTS=tiles.fp16_products, **tiles.launch_options())
+    if not writes_partials:
+        return
     if plan is not None:
         rows, heads = config.planned_merge_tile(num_q_heads, num_splits)
         one_tile, plan_tensors = False, (plan.seq_splits, plan.seq_first_piece)
-    elif num_splits > 1:
+    else:
         rows = num_splits
         one_tile = config.merge_one_tile(num_splits)
         heads = 1 if one_tile else config.merge_heads(num_q_heads, num_splits)
         plan_tensors = (None, None)
-    if plan is not None or num_splits > 1:
-        merge_splits_kernel[(num_seqs, -(-num_q_heads // heads))](
-            out, partial_out, partial_lse, cu_seqlens_q, *plan_tensors, num_q_heads,
-            out.stride(0), out.stride(1), HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
-            NUM_SPLITS=rows, BLOCK_H=heads, ONE_TILE=one_tile)
+    merge_splits_kernel[(num_seqs, -(-num_q_heads // heads))](
+        out, partial_out, partial_lse, cu_seqlens_q, *plan_tensors, num_q_heads,
+        out.stride(0), out.stride(1), HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
+        NUM_SPLITS=rows, BLOCK_H=heads, ONE_TILE=one_tile)
 
 
 def _launch_prefill(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
