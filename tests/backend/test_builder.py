@@ -22,6 +22,7 @@ BATCHES = {
     "decode_only": BatchSpec(seq_lens=[17, 5, 40, 1], query_lens=[1, 1, 1, 1]),
     "prefill_only": BatchSpec(seq_lens=[20, 33], query_lens=[20, 33]),
     "mixed": BatchSpec(seq_lens=[9, 40, 18, 64], query_lens=[1, 1, 6, 30]),  # decodes first
+    "lone_decode": BatchSpec(seq_lens=[70], query_lens=[1]),  # runs without the plan: none made
 }
 
 
@@ -63,8 +64,9 @@ def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, devic
     monkeypatch.setattr(DecodePlan, "update", lambda plan, *args: planned.append((plan, args)))
     with no_tensor_ops():  # no allocation, no copy, no host read (.item/.cpu) of any kind
         md = builder.build(0, common)
-    assert planned == [(builder.decode_plan, (common.query_start_loc, common.seq_lens,
-                                              len(spec.seq_lens), None))]
+    num_seqs = len(spec.seq_lens)
+    assert planned == ([(builder.decode_plan, (common.query_start_loc, common.seq_lens,
+                                               num_seqs, None))] if num_seqs > 1 else [])
     assert md.decode_plan is builder.decode_plan
     assert isinstance(md, FlashCoreMetadata)
     assert md.num_actual_tokens == spec.num_tokens
