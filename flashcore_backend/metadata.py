@@ -76,6 +76,7 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
                                                num_q_heads // num_kv_heads, device)
         # A sliding-window group's decodes read the window only: the plan splits that.
         self.sliding_window = getattr(kv_cache_spec, "sliding_window", None) or None
+        self.decode_plan.warm_up(self.sliding_window)
 
     def build(self, common_prefix_len: int, common_attn_metadata: CommonAttentionMetadata,
               fast_build: bool = False) -> FlashCoreMetadata:

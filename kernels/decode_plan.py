@@ -83,8 +83,30 @@ class DecodePlan:
             SLIDING_WINDOW=sliding_window or 0, BLOCK_SEQS=max(2, config.next_power_of_2(num_seqs)),
             MAX_SPLITS=config.MAX_KV_SPLITS, SPLIT_BITS=SPLIT_BITS, FILL_BLOCK=1024)
 
+    def warm_up(self, sliding_window: int | None = None) -> None:
+        """Compile ``plan_kernel`` for every batch this plan can hold (one variant per power of
+        two of sequences), so that none compiles while an engine serves: CUDA-graph capture
+        plans only the batch sizes it captures, and an engine without graphs plans whatever
+        comes. The batches have no decodes, so the plan is left empty."""
+        if config.interpreting():
+            return  # nothing compiles under the interpreter
+        max_num_seqs = self.seq_splits.shape[0]
+        # Tensors of their own, not views at an offset: a pointer's 16-byte alignment is
+        # specialised on, and an engine's are aligned.
+        int32 = dict(dtype=torch.int32, device=self.pieces.device)
+        no_queries = torch.zeros(max_num_seqs + 1, **int32)
+        lengths = torch.zeros(max_num_seqs, **int32)
+        num_seqs = 2  # (a lone sequence runs without a plan; 2 is the smallest block anyway)
+        while True:
+            self.update(no_queries, lengths, min(num_seqs, max_num_seqs), sliding_window)
+            if num_seqs >= max_num_seqs:
+                return
+            num_seqs *= 2
 
-@triton.jit
+
+# The batch's sizes are not specialised on (a multiple of 16 or not would compile a variant of
+# its own), so that warm_up's launches compile every variant an engine's batches launch.
+@triton.jit(do_not_specialize=["num_seqs", "capacity"])
 def plan_kernel(
     pieces,  # [capacity] int32, written: packed pieces, then -1
     seq_splits,  # [num_seqs] int32, written

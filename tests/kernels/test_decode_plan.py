@@ -149,3 +149,36 @@ def test_a_plan_for_other_heads_or_too_few_sequences_is_refused(device):
     with pytest.raises(ValueError, match="holds 2 sequences"):
         fk.paged_attention(*batch.args(), max_query_len=1,
                            decode_plan=DecodePlan.allocate(2, 2, 1, device))
+
+
+def test_warm_up_leaves_the_plan_empty_and_ready(device, monkeypatch):
+    monkeypatch.setattr(config, "interpreting", lambda: False)  # (it skips the interpreter)
+    plan = DecodePlan.allocate(5, 2, 1, device, wave=40)
+    plan.pieces.fill_(7)  # what warm_up's launches must overwrite
+    plan.seq_splits.fill_(7)
+    plan.warm_up(sliding_window=64)
+    assert plan.pieces.tolist() == [-1] * plan.pieces.shape[0]
+    assert plan.seq_splits.tolist() == [0] * 5
+    batch = make_batch([1, 1, 1], [300, 20, 75], num_q_heads=2, num_kv_heads=2, device=device)
+    plan.update(batch.cu_seqlens_q, batch.seq_lens, 3)
+    assert plan.seq_splits[:3].tolist() == expected_splits([1] * 3, [300, 20, 75], 2, 40)
+
+
+@pytest.mark.gpu
+def test_after_warm_up_no_batch_compiles_the_plan_kernel():
+    """Every batch size, multiple of 16 or not, with or without decodes, launches a variant that
+    warm_up compiled (Triton's own cache of compiled kernels does not grow)."""
+    from flashcore_kernels.decode_plan import plan_kernel
+
+    device = torch.device("cuda")
+    plan = DecodePlan.allocate(40, 8, 4, device)
+    plan.warm_up()
+    compiled = plan_kernel.device_caches[torch.cuda.current_device()][0]
+    variants = len(compiled)
+    for num_seqs in range(1, 41):
+        q_lens = [1] * num_seqs if num_seqs % 2 else [1] * (num_seqs - 1) + [7]
+        cu_seqlens_q = torch.tensor([0] + q_lens, device=device).cumsum(0).to(torch.int32)
+        seq_lens = torch.arange(100, 100 + 50 * num_seqs, 50, dtype=torch.int32, device=device)
+        plan.update(cu_seqlens_q, seq_lens, num_seqs)
+    torch.cuda.synchronize()
+    assert len(compiled) == variants
