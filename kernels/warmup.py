@@ -8,12 +8,18 @@ compile inside the first steps that serve requests, adding seconds to their late
 ``warm_up`` launches them on a batch of one decode and two two-token prefills, with the
 caller's own query/key/value/output views (so their strides, and so the specialisation, are
 the ones later launches see) and a small cache of the same dtype and physical layout.
+
+The decode and merge kernels take the shape rule's split count (``config.num_kv_splits``) as a
+compile-time constant, which picks their tiles: an engine meets one count per range of batch
+sizes, and CUDA-graph capture covers only the sizes it captures, so the decode part is also
+launched at every count, with and without a decode plan.
 """
 
 import itertools
 
 import torch
 
+from . import config
 from .cache_write import write_kv_cache
 from .decode_plan import DecodePlan
 from .paged_attention import paged_attention
@@ -24,6 +30,8 @@ from .paged_attention import paged_attention
 # it batches of short prefills (config.short_prefills_on_triton). The second also passes a
 # decode plan, as an engine's steps do, so the planned decode and merge compile too.
 _QUERY_LENS, _SEQ_LENS = (1, 2, 2), (2, 2, 2)
+# Every count the shape rule can give: the powers of two up to MAX_KV_SPLITS.
+SPLIT_COUNTS = tuple(1 << i for i in range(config.MAX_KV_SPLITS.bit_length()))
 
 
 def paged_cache_like(num_pages: int, num_kv_heads: int, page_size: int, head_dim: int,
@@ -39,7 +47,8 @@ def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: to
             page_size: int, cache_dtype: torch.dtype, stride_order=(0, 2, 1, 3),
             **attention_options) -> bool:
     """Launch the cache write and ``paged_attention`` on a three-sequence batch made from the
-    first five rows of ``query``/``key``/``value`` (read only) and ``out`` (overwritten).
+    first five rows of ``query``/``key``/``value`` (read only) and ``out`` (overwritten), on a
+    GPU once for each split count too (module docstring).
     ``attention_options`` are ``paged_attention``'s (softmax_scale, sliding_window,
     logits_soft_cap, alibi_slopes, sinks, k_scale, v_scale). Returns False, doing nothing, when
     the views hold fewer than five rows."""
@@ -63,9 +72,12 @@ def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: to
     write_kv_cache(key[:tokens], value[:tokens], cache, slot_mapping, **scales)
     plan = DecodePlan.allocate(num_seqs, num_kv_heads, query.shape[1] // num_kv_heads, device)
     plan.update(cu_seqlens_q, seq_lens, num_seqs)
-    for max_seq_len, decode_plan in ((None, None), (max(_SEQ_LENS), plan)):
+    launches = [dict(max_seq_len=None), dict(max_seq_len=max(_SEQ_LENS), decode_plan=plan)]
+    if not config.interpreting():  # (nothing compiles under the interpreter)
+        launches += [dict(num_kv_splits=splits, decode_plan=decode_plan)
+                     for splits in SPLIT_COUNTS for decode_plan in (None, plan)]
+    for launch in launches:
         paged_attention(query[:tokens], cache, cu_seqlens_q, seq_lens, block_table,
-                        max_query_len=max(_QUERY_LENS), max_seq_len=max_seq_len,
-                        out=out[:tokens], decode_plan=decode_plan, check_lengths=False,
-                        **attention_options)
+                        max_query_len=max(_QUERY_LENS), out=out[:tokens], check_lengths=False,
+                        **launch, **attention_options)
     return True
