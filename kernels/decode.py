@@ -51,7 +51,7 @@ def decode_kernel(
     PAGE_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_P: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,  # without a plan; with one, the count the tiles were chosen for
+    NUM_SPLITS: tl.constexpr,  # without a plan; unused with one (0: one variant per tile)
     SPLIT_BITS: tl.constexpr,  # of a packed piece (decode_plan)
     SLIDING_WINDOW: tl.constexpr,
     SOFT_CAP: tl.constexpr,

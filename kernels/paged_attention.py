@@ -204,7 +204,8 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
         QUERIES_PER_KV=queries_per_kv, NUM_KV_HEADS=num_kv_heads,
         BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
         PAGE_SIZE=k_cache.shape[2], HEAD_DIM=head_dim, HEAD_DIM_P=head_dim_p,
-        NUM_SPLITS=num_splits, SPLIT_BITS=SPLIT_BITS, SLIDING_WINDOW=variant.sliding_window,
+        NUM_SPLITS=num_splits if plan is None else 0, SPLIT_BITS=SPLIT_BITS,
+        SLIDING_WINDOW=variant.sliding_window,
         SOFT_CAP=variant.soft_cap, FP32_DOT=fp32_dot and not tiles.fp16_products,
         LOOKAHEAD=tiles.lookahead, FP16_PRODUCTS=tiles.fp16_products, **tiles.launch_options())
     if not writes_partials:
