@@ -1,0 +1,136 @@
+"""What the decode plan costs a batch of equal lengths, taken apart (benchmarks/NOTES.md).
+
+    python benchmarks/plan_cost.py                # both parts
+    python benchmarks/plan_cost.py --part order   # only the pieces' order
+
+Our launchers alone (harness.KernelRunner), Llama-3-8B heads, bf16, page 16, random page order,
+CUDA-graph replay, microseconds, best of ``--reps``:
+
+- ``grid``: the launch without a plan ("static"), the planned launch ("planned"), and the
+  planned launch on a grid of no more programs than the pieces need ("tight"), each also with
+  the merge launch left out ("-nomerge": the decode kernel alone, whose output is then wrong at
+  more than one split: timed only).
+- ``order``: the planned decode kernel alone with the plan's pieces in the plan's order (a
+  sequence's splits side by side, "seq-major") and rewritten in the order of the launch
+  without a plan (split k of every sequence, then split k + 1: "split-major").
+"""
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import batches  # noqa: E402
+import geometry  # noqa: E402
+import harness  # noqa: E402
+
+GRID_CASES = ((64, 512), (256, 512), (64, 8192), (64, 32768), (8, 8192), (32, 8192), (128, 2048))
+ORDER_CASES = ((8, 8192), (32, 8192), (16, 8192), (8, 32768), (32, 2048))
+
+
+@contextlib.contextmanager
+def merge_left_out():
+    """The launcher's merge launch replaced by nothing, so that only the decode kernel runs."""
+    launcher = sys.modules["flashcore_kernels.paged_attention"]
+    merge = launcher.merge_splits_kernel
+
+    class NoLaunch:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: None
+
+    launcher.merge_splits_kernel = NoLaunch()
+    try:
+        yield
+    finally:
+        launcher.merge_splits_kernel = merge
+
+
+def best_times(runners: dict, device, reps: int) -> dict:
+    """{name: best graph-replayed time in us} of each runner's forward, the runners alternating."""
+    times = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, runner in runners.items():
+            times[name].append(1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100))
+    return {name: min(t) for name, t in times.items()}
+
+
+def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str:
+    num_kv_heads = g.num_kv_heads
+    queries_per_kv = g.num_q_heads // num_kv_heads
+    inp = harness.prepare(batches.decode_batch(batch, context), g, device=device)
+    try:
+        splits = config.num_kv_splits(batch, num_kv_heads, device, queries_per_kv)
+        runners = {"static": harness.KernelRunner(inp, planned=False),
+                   "planned": harness.KernelRunner(inp, planned=True),
+                   "tight": harness.KernelRunner(inp, planned=True)}
+        # The smallest wave that still gives every decode `splits` pieces: capacity
+        # num_seqs + 1 at one split, (splits + 1) * num_seqs above.
+        wave = num_kv_heads if splits == 1 else splits * batch * num_kv_heads
+        tight = fk.DecodePlan.allocate(batch, num_kv_heads, queries_per_kv, device, wave=wave)
+        tight.update(inp.query_start_loc, inp.seq_lens, batch)
+        runners["tight"].decode_plan = tight
+        planned = runners["planned"].decode_plan
+        for plan in (planned, tight):
+            assert plan.seq_splits[:batch].tolist() == [splits] * batch
+        times = best_times(runners, device, reps)
+        with merge_left_out():
+            times.update({f"{name}-nomerge": t
+                          for name, t in best_times(runners, device, reps).items()})
+        capacities = f"capacity {planned.capacity(batch)} vs {tight.capacity(batch)}"
+    finally:
+        harness.release(inp)
+    return (f"{batch}x{context} splits {splits} {capacities}: "
+            + " ".join(f"{name} {t:.1f}" for name, t in times.items()))
+
+
+def order_case(config, g, batch: int, context: int, device, reps: int) -> str:
+    num_kv_heads = g.num_kv_heads
+    inp = harness.prepare(batches.decode_batch(batch, context), g, device=device)
+    try:
+        splits = config.num_kv_splits(batch, num_kv_heads, device, g.num_q_heads // num_kv_heads)
+        runners = {"static": harness.KernelRunner(inp, planned=False),
+                   "seq-major": harness.KernelRunner(inp, planned=True),
+                   "split-major": harness.KernelRunner(inp, planned=True)}
+        plan = runners["split-major"].decode_plan
+        assert plan.seq_splits[:batch].tolist() == [splits] * batch
+        # Packed as decode_plan packs them: (sequence, split, split count - 1).
+        split_major = [(seq << 12) | (k << 6) | (splits - 1)
+                       for k in range(splits) for seq in range(batch)]
+        plan.pieces[:len(split_major)] = torch.tensor(split_major, dtype=torch.int32,
+                                                      device=device)
+        with merge_left_out():
+            times = best_times(runners, device, reps)
+    finally:
+        harness.release(inp)
+    return f"{batch}x{context} splits {splits}: " + " ".join(
+        f"{name} {t:.1f}" for name, t in times.items())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--part", choices=("grid", "order", "both"), default="both")
+    p.add_argument("--reps", type=int, default=2, help="timings of each launch, alternating")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("needs a CUDA GPU")
+    import flashcore_kernels as fk
+    from flashcore_kernels import config
+
+    device = torch.device("cuda")
+    g = geometry.get("llama3-8b")
+    print(f"{torch.cuda.get_device_name(device)}, {g.name}, wave "
+          f"{config.decode_wave(device, g.num_q_heads // g.num_kv_heads)}", flush=True)
+    if args.part in ("grid", "both"):
+        for batch, context in GRID_CASES:
+            print(grid_case(fk, config, g, batch, context, device, args.reps), flush=True)
+    if args.part in ("order", "both"):
+        for batch, context in ORDER_CASES:
+            print(order_case(config, g, batch, context, device, args.reps), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
