@@ -11,8 +11,9 @@ the ones later launches see) and a small cache of the same dtype and physical la
 
 The decode and merge kernels take the shape rule's split count (``config.num_kv_splits``) as a
 compile-time constant, which picks their tiles: an engine meets one count per range of batch
-sizes, and CUDA-graph capture covers only the sizes it captures, so the decode part is also
-launched at every count, with and without a decode plan.
+sizes, and CUDA-graph capture covers only the sizes it captures. So the decode part is also
+launched as an engine launches it: with a decode plan at every count, and without one at a lone
+sequence's count (the launcher runs a lone sequence without its plan).
 """
 
 import itertools
@@ -48,7 +49,7 @@ def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: to
             **attention_options) -> bool:
     """Launch the cache write and ``paged_attention`` on a three-sequence batch made from the
     first five rows of ``query``/``key``/``value`` (read only) and ``out`` (overwritten), on a
-    GPU once for each split count too (module docstring).
+    GPU also at each split count an engine launches (module docstring).
     ``attention_options`` are ``paged_attention``'s (softmax_scale, sliding_window,
     logits_soft_cap, alibi_slopes, sinks, k_scale, v_scale). Returns False, doing nothing, when
     the views hold fewer than five rows."""
@@ -74,8 +75,9 @@ def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: to
     plan.update(cu_seqlens_q, seq_lens, num_seqs)
     launches = [dict(max_seq_len=None), dict(max_seq_len=max(_SEQ_LENS), decode_plan=plan)]
     if not config.interpreting():  # (nothing compiles under the interpreter)
-        launches += [dict(num_kv_splits=splits, decode_plan=decode_plan)
-                     for splits in SPLIT_COUNTS for decode_plan in (None, plan)]
+        lone = config.num_kv_splits(1, num_kv_heads, device, query.shape[1] // num_kv_heads)
+        launches += [dict(num_kv_splits=splits, decode_plan=plan) for splits in SPLIT_COUNTS]
+        launches.append(dict(num_kv_splits=lone))
     for launch in launches:
         paged_attention(query[:tokens], cache, cu_seqlens_q, seq_lens, block_table,
                         max_query_len=max(_QUERY_LENS), out=out[:tokens], check_lengths=False,

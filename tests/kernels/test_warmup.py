@@ -55,7 +55,8 @@ def test_warm_up_also_launches_what_short_prefills_take(device, monkeypatch):
 
 def test_warm_up_launches_the_decode_at_every_split_count(device, monkeypatch):
     """The split count is a compile-time constant of the decode and merge kernels: every count
-    the shape rule can give is launched, with and without a plan (on a GPU only)."""
+    the shape rule can give is launched with a plan, and a lone sequence's without (on a GPU
+    only), as an engine launches them."""
     seen = []
 
     def recording(*args, num_kv_splits=None, decode_plan=None, **kwargs):
@@ -67,7 +68,8 @@ def test_warm_up_launches_the_decode_at_every_split_count(device, monkeypatch):
     kv = torch.randn(5, 2, 64, device=device)
     assert warm_up(q, kv, kv, torch.empty_like(q), page_size=16, cache_dtype=torch.float32)
     counts = [1, 2, 4, 8, 16, 32, config.MAX_KV_SPLITS]
-    assert seen[2:] == [(n, planned) for n in counts for planned in (False, True)]
+    lone = config.num_kv_splits(1, 2, q.device, 2)
+    assert seen[2:] == [(n, True) for n in counts] + [(lone, False)]
 
 
 @pytest.mark.gpu
