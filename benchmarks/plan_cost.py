@@ -86,7 +86,7 @@ def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str
             + " ".join(f"{name} {t:.1f}" for name, t in times.items()))
 
 
-def order_case(config, g, batch: int, context: int, device, reps: int) -> str:
+def order_case(fk, config, g, batch: int, context: int, device, reps: int) -> str:
     num_kv_heads = g.num_kv_heads
     inp = harness.prepare(batches.decode_batch(batch, context), g, device=device)
     try:
@@ -97,7 +97,8 @@ def order_case(config, g, batch: int, context: int, device, reps: int) -> str:
         plan = runners["split-major"].decode_plan
         assert plan.seq_splits[:batch].tolist() == [splits] * batch
         # Packed as decode_plan packs them: (sequence, split, split count - 1).
-        split_major = [(seq << 12) | (k << 6) | (splits - 1)
+        bits = fk.decode_plan.SPLIT_BITS
+        split_major = [(seq << 2 * bits) | (k << bits) | (splits - 1)
                        for k in range(splits) for seq in range(batch)]
         plan.pieces[:len(split_major)] = torch.tensor(split_major, dtype=torch.int32,
                                                       device=device)
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
             print(grid_case(fk, config, g, batch, context, device, args.reps), flush=True)
     if args.part in ("order", "both"):
         for batch, context in ORDER_CASES:
-            print(order_case(config, g, batch, context, device, args.reps), flush=True)
+            print(order_case(fk, config, g, batch, context, device, args.reps), flush=True)
     return 0
 
 

@@ -71,11 +71,12 @@ def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: to
     seq_lens = torch.tensor(_SEQ_LENS, dtype=torch.int32, device=device)
     scales = {k: attention_options[k] for k in ("k_scale", "v_scale") if k in attention_options}
     write_kv_cache(key[:tokens], value[:tokens], cache, slot_mapping, **scales)
-    plan = DecodePlan.allocate(num_seqs, num_kv_heads, query.shape[1] // num_kv_heads, device)
+    queries_per_kv = query.shape[1] // num_kv_heads
+    plan = DecodePlan.allocate(num_seqs, num_kv_heads, queries_per_kv, device)
     plan.update(cu_seqlens_q, seq_lens, num_seqs)
     launches = [dict(max_seq_len=None), dict(max_seq_len=max(_SEQ_LENS), decode_plan=plan)]
     if not config.interpreting():  # (nothing compiles under the interpreter)
-        lone = config.num_kv_splits(1, num_kv_heads, device, query.shape[1] // num_kv_heads)
+        lone = config.num_kv_splits(1, num_kv_heads, device, queries_per_kv)
         launches += [dict(num_kv_splits=splits, decode_plan=plan) for splits in SPLIT_COUNTS]
         launches.append(dict(num_kv_splits=lone))
     for launch in launches:
