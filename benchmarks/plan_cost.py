@@ -6,10 +6,12 @@
 Our launchers alone (harness.KernelRunner), Llama-3-8B heads, bf16, page 16, random page order,
 CUDA-graph replay, microseconds, best of ``--reps``:
 
-- ``grid``: the launch without a plan ("static"), the planned launch ("planned"), and the
-  planned launch on a grid of no more programs than the pieces need ("tight"), each also with
-  the merge launch left out ("-nomerge": the decode kernel alone, whose output is then wrong at
-  more than one split: timed only).
+- ``grid``: the launch without a plan ("static"), the planned launch ("planned", a grid of the
+  plan's capacity: enough rows for any batch of its size), and the same plan on smaller grids:
+  "fill" (the pieces, then rows past them up to one wave of programs, none after it) and
+  "exact" (the pieces alone, which no engine can launch: they are counted on the device).
+  Each also with the merge launch left out ("-nomerge": the decode kernel alone, whose output
+  is then wrong at more than one split: timed only).
 - ``order``: the planned decode kernel alone with the plan's pieces in the plan's order (a
   sequence's splits side by side, "seq-major") and rewritten in the order of the launch
   without a plan (split k of every sequence, then split k + 1: "split-major").
@@ -57,32 +59,51 @@ def best_times(runners: dict, device, reps: int) -> dict:
     return {name: min(t) for name, t in times.items()}
 
 
+def plan_on_rows(fk, cu_seqlens_q, seq_lens, num_seqs: int, num_kv_heads: int,
+                 queries_per_kv: int, rows: int, wave: int | None = None):
+    """The engine's plan of a batch, launched on a grid of ``rows`` rows of programs instead of
+    the plan's capacity: how many programs past the last piece the launch carries is then the
+    caller's. ``rows`` must hold every piece."""
+    plan = fk.DecodePlan.allocate(num_seqs, num_kv_heads, queries_per_kv, cu_seqlens_q.device,
+                                  wave=wave)
+    if rows > plan.capacity(num_seqs):
+        raise ValueError(f"{rows} rows: the plan holds {plan.capacity(num_seqs)}")
+    # The launcher sizes the grid, and the plan its -1 fill, by capacity().
+    plan.capacity = lambda _num_seqs: rows
+    plan.update(cu_seqlens_q, seq_lens, num_seqs)
+    pieces = int(plan.seq_splits[:num_seqs].sum())
+    if pieces > rows:
+        raise ValueError(f"{rows} rows cannot hold the plan's {pieces} pieces")
+    return plan
+
+
 def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str:
     num_kv_heads = g.num_kv_heads
     queries_per_kv = g.num_q_heads // num_kv_heads
     inp = harness.prepare(batches.decode_batch(batch, context), g, device=device)
     try:
         splits = config.num_kv_splits(batch, num_kv_heads, device, queries_per_kv)
+        pieces = splits * batch
+        wave_rows = config.decode_wave(device, queries_per_kv) // num_kv_heads
+        rows = {"fill": max(pieces, wave_rows), "exact": pieces}
         runners = {"static": harness.KernelRunner(inp, planned=False),
-                   "planned": harness.KernelRunner(inp, planned=True),
-                   "tight": harness.KernelRunner(inp, planned=True)}
-        # The smallest wave that still gives every decode `splits` pieces: capacity
-        # num_seqs + 1 at one split, (splits + 1) * num_seqs above.
-        wave = num_kv_heads if splits == 1 else splits * batch * num_kv_heads
-        tight = fk.DecodePlan.allocate(batch, num_kv_heads, queries_per_kv, device, wave=wave)
-        tight.update(inp.query_start_loc, inp.seq_lens, batch)
-        runners["tight"].decode_plan = tight
-        planned = runners["planned"].decode_plan
-        for plan in (planned, tight):
-            assert plan.seq_splits[:batch].tolist() == [splits] * batch
+                   "planned": harness.KernelRunner(inp, planned=True)}
+        for name, n in rows.items():
+            runners[name] = harness.KernelRunner(inp, planned=False)
+            runners[name].decode_plan = plan_on_rows(fk, inp.query_start_loc, inp.seq_lens,
+                                                     batch, num_kv_heads, queries_per_kv, n)
+        for name, runner in runners.items():
+            if runner.decode_plan is not None:
+                assert runner.decode_plan.seq_splits[:batch].tolist() == [splits] * batch, name
         times = best_times(runners, device, reps)
         with merge_left_out():
             times.update({f"{name}-nomerge": t
                           for name, t in best_times(runners, device, reps).items()})
-        capacities = f"capacity {planned.capacity(batch)} vs {tight.capacity(batch)}"
+        capacity = runners["planned"].decode_plan.capacity(batch)
+        grid_rows = " ".join(f"{name} {n}" for name, n in rows.items())
     finally:
         harness.release(inp)
-    return (f"{batch}x{context} splits {splits} {capacities}: "
+    return (f"{batch}x{context} splits {splits}, rows: planned {capacity} {grid_rows}: "
             + " ".join(f"{name} {t:.1f}" for name, t in times.items()))
 
 

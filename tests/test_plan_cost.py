@@ -12,6 +12,7 @@ import plan_cost  # noqa: E402
 
 import flashcore_kernels as fk  # noqa: E402
 
+from .accuracy import assert_matches_reference  # noqa: E402
 from .paged_batch import make_batch  # noqa: E402
 
 
@@ -31,3 +32,22 @@ def test_refuses_to_run_without_a_gpu(monkeypatch):
     monkeypatch.setattr(plan_cost.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         plan_cost.main([])
+
+
+@pytest.mark.parametrize("extra_rows", [0, 3])
+def test_a_plan_on_fewer_rows_still_attends_every_piece(device, extra_rows):
+    """The grid of exactly the pieces (and of a few rows past them) leaves out only programs
+    that would find -1: the output is the launch without a plan's."""
+    batch = make_batch([1, 1, 1], [80, 90, 80], device=device)
+    plan = plan_cost.plan_on_rows(fk, batch.cu_seqlens_q, batch.seq_lens, 3, 2, 2, rows=6 +
+                                  extra_rows, wave=14)
+    assert plan.seq_splits.tolist() == [2, 2, 2] and plan.capacity(3) == 6 + extra_rows
+    out = batch.poisoned_out()
+    fk.paged_attention(*batch.args(), max_query_len=1, out=out, decode_plan=plan)
+    assert_matches_reference("decode plan on its pieces' rows", out, batch.reference())
+
+
+def test_a_plan_on_too_few_rows_is_refused(device):
+    batch = make_batch([1, 1, 1], [80, 90, 80], device=device)
+    with pytest.raises(ValueError, match="cannot hold the plan's 6 pieces"):
+        plan_cost.plan_on_rows(fk, batch.cu_seqlens_q, batch.seq_lens, 3, 2, 2, rows=5, wave=14)
