@@ -85,10 +85,9 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
             raise NotImplementedError("FLASHCORE: cascade attention is not supported")
         if m.causal is not True:  # a per-request tensor or False; never evaluated on the host
             raise NotImplementedError("FLASHCORE: only causal attention is supported")
-        # Every row the kernels launch for (padding included: not a decode, so no split). A
-        # lone sequence runs without the plan (paged_attention), so it needs none made.
+        # Every row the kernels launch for (padding included: not a decode, so no split).
         num_seqs = m.seq_lens.shape[0]
-        if num_seqs > 1:
+        if self.decode_plan.applies_to(num_seqs):  # (else the launch makes no use of it)
             self.decode_plan.update(m.query_start_loc, m.seq_lens, num_seqs, self.sliding_window)
         return FlashCoreMetadata(
             num_actual_tokens=m.num_actual_tokens, max_query_len=m.max_query_len,

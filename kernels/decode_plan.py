@@ -67,6 +67,14 @@ class DecodePlan:
     def capacity(self, num_seqs: int) -> int:
         return self.capacity_for(num_seqs, self.num_kv_heads, self.wave)
 
+    @staticmethod
+    def applies_to(num_seqs: int) -> bool:
+        """Whether a batch of ``num_seqs`` runs through the plan. A lone sequence does not: the
+        plan would give it the shape rule's count anyway (its share is the whole wave), and the
+        launch without a plan skips the piece lookup and takes the one-tile merge (1 x 8k
+        12.9 -> 11.5 us on an H200, benchmarks/NOTES.md)."""
+        return num_seqs > 1
+
     def update(self, cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, num_seqs: int,
                sliding_window: int | None = None) -> None:
         """Plan the batch of the first ``num_seqs`` sequences (decodes are those with one query
@@ -96,7 +104,7 @@ class DecodePlan:
         int32 = dict(dtype=torch.int32, device=self.pieces.device)
         no_queries = torch.zeros(max_num_seqs + 1, **int32)
         lengths = torch.zeros(max_num_seqs, **int32)
-        num_seqs = 2  # (a lone sequence runs without a plan; 2 is the smallest block anyway)
+        num_seqs = 2  # (the smallest batch the plan applies to, and the smallest block)
         while True:
             self.update(no_queries, lengths, min(num_seqs, max_num_seqs), sliding_window)
             if num_seqs >= max_num_seqs:

@@ -127,10 +127,7 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
         raise ValueError(f"num_kv_splits must be a power of two up to {config.MAX_KV_SPLITS}, got {splits}")
     if decode_plan is not None:
         _check_plan(decode_plan, num_seqs, num_kv_heads, device)
-        if num_seqs == 1:
-            # The plan would give a lone sequence the shape rule's count (its share is the
-            # whole wave), and the launch without it skips the piece lookup and takes the
-            # one-tile merge: 1 x 8k 12.9 -> 11.5 us on an H200 (benchmarks/NOTES.md).
+        if not decode_plan.applies_to(num_seqs):
             decode_plan = None
     variant = checks.variant(num_q_heads, device, k_cache.dtype, causal, sliding_window,
                              logits_soft_cap, alibi_slopes, sinks, k_scale, v_scale)
