@@ -6,12 +6,12 @@
 Our launchers alone (harness.KernelRunner), Llama-3-8B heads, bf16, page 16, random page order,
 CUDA-graph replay, microseconds, best of ``--reps``:
 
-- ``grid``: the launch without a plan ("static"), the planned launch ("planned", a grid of the
-  plan's capacity: enough rows for any batch of its size), and the same plan on smaller grids:
-  "fill" (the pieces, then rows past them up to one wave of programs, none after it) and
-  "exact" (the pieces alone, which no engine can launch: they are counted on the device).
-  Each also with the merge launch left out ("-nomerge": the decode kernel alone, whose output
-  is then wrong at more than one split: timed only).
+- ``grid``: the launch without a plan ("static"), the planned launch ("planned", on the plan's
+  ``grid_rows``: a wave's worth of rows or one per sequence, the empty ones first), and the
+  same plan on a grid of exactly its pieces ("exact", which no engine can launch: they are
+  counted on the device). Each also with the merge launch left out ("-nomerge": the decode
+  kernel alone, whose output is then wrong at more than one split: timed only). Every
+  launch's output is first checked against the launch without a plan.
 - ``order``: the planned decode kernel alone with the plan's pieces in the plan's order (a
   sequence's splits side by side, "seq-major") and rewritten in the order of the launch
   without a plan (split k of every sequence, then split k + 1: "split-major").
@@ -61,18 +61,18 @@ def best_times(runners: dict, device, reps: int) -> dict:
 
 def plan_on_rows(fk, cu_seqlens_q, seq_lens, num_seqs: int, num_kv_heads: int,
                  queries_per_kv: int, rows: int, wave: int | None = None):
-    """The engine's plan of a batch, launched on a grid of ``rows`` rows of programs instead of
-    the plan's capacity: how many programs past the last piece the launch carries is then the
-    caller's. ``rows`` must hold every piece."""
+    """The engine's plan of a batch, laid out for and launched on a grid of ``rows`` rows of
+    programs instead of the plan's own ``grid_rows``: how many empty rows the launch carries is
+    then the caller's. The rows' two slots each must hold every piece."""
     plan = fk.DecodePlan.allocate(num_seqs, num_kv_heads, queries_per_kv, cu_seqlens_q.device,
                                   wave=wave)
-    if rows > plan.capacity(num_seqs):
-        raise ValueError(f"{rows} rows: the plan holds {plan.capacity(num_seqs)}")
-    # The launcher sizes the grid, and the plan its -1 fill, by capacity().
-    plan.capacity = lambda _num_seqs: rows
+    if rows > plan.grid_rows(num_seqs):
+        raise ValueError(f"{rows} rows: the plan holds {plan.grid_rows(num_seqs)}")
+    # The launcher sizes the grid, and the plan its layout, by grid_rows().
+    plan.grid_rows = lambda _num_seqs: rows
     plan.update(cu_seqlens_q, seq_lens, num_seqs)
     pieces = int(plan.seq_splits[:num_seqs].sum())
-    if pieces > rows:
+    if pieces > 2 * rows:
         raise ValueError(f"{rows} rows cannot hold the plan's {pieces} pieces")
     return plan
 
@@ -84,8 +84,7 @@ def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str
     try:
         splits = config.num_kv_splits(batch, num_kv_heads, device, queries_per_kv)
         pieces = splits * batch
-        wave_rows = config.decode_wave(device, queries_per_kv) // num_kv_heads
-        rows = {"fill": max(pieces, wave_rows), "exact": pieces}
+        rows = {"exact": pieces}
         runners = {"static": harness.KernelRunner(inp, planned=False),
                    "planned": harness.KernelRunner(inp, planned=True)}
         for name, n in rows.items():
@@ -95,15 +94,21 @@ def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str
         for name, runner in runners.items():
             if runner.decode_plan is not None:
                 assert runner.decode_plan.seq_splits[:batch].tolist() == [splits] * batch, name
+        runners["static"].forward()
+        expected = runners["static"].output.float()
+        for name, runner in runners.items():
+            runner.forward()
+            error = (runner.output.float() - expected).abs().max().item()
+            assert error < 1e-2, (name, error)  # the same batch, so the same output
         times = best_times(runners, device, reps)
         with merge_left_out():
             times.update({f"{name}-nomerge": t
                           for name, t in best_times(runners, device, reps).items()})
-        capacity = runners["planned"].decode_plan.capacity(batch)
+        planned_rows = runners["planned"].decode_plan.grid_rows(batch)
         grid_rows = " ".join(f"{name} {n}" for name, n in rows.items())
     finally:
         harness.release(inp)
-    return (f"{batch}x{context} splits {splits}, rows: planned {capacity} {grid_rows}: "
+    return (f"{batch}x{context} splits {splits}, rows: planned {planned_rows} {grid_rows}: "
             + " ".join(f"{name} {t:.1f}" for name, t in times.items()))
 
 
@@ -117,12 +122,14 @@ def order_case(fk, config, g, batch: int, context: int, device, reps: int) -> st
                    "split-major": harness.KernelRunner(inp, planned=True)}
         plan = runners["split-major"].decode_plan
         assert plan.seq_splits[:batch].tolist() == [splits] * batch
-        # Packed as decode_plan packs them: (sequence, split, split count - 1).
+        # Packed as decode_plan packs them: (sequence, split, split count - 1), the partial row
+        # above (the merge is left out, so any distinct rows do), into the plan's own slots.
         bits = fk.decode_plan.SPLIT_BITS
-        split_major = [(seq << 2 * bits) | (k << bits) | (splits - 1)
+        split_major = [(seq * splits + k) << 32 | (seq << 2 * bits) | (k << bits) | (splits - 1)
                        for k in range(splits) for seq in range(batch)]
-        plan.pieces[:len(split_major)] = torch.tensor(split_major, dtype=torch.int32,
-                                                      device=device)
+        slots = (plan.pieces >= 0).nonzero().flatten()
+        assert len(slots) == len(split_major)
+        plan.pieces[slots] = torch.tensor(split_major, dtype=torch.int64, device=device)
         with merge_left_out():
             times = best_times(runners, device, reps)
     finally:

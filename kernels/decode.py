@@ -8,10 +8,11 @@ sequence writes the output directly; otherwise the program writes a normalised p
 and its log-sum-exp, and ``merge_splits_kernel`` combines the slices.
 
 Without a plan the grid is ``(num_seqs * num_kv_heads, NUM_SPLITS)``, every decode in
-NUM_SPLITS slices (chosen from shapes only). With a decode plan (``decode_plan.py``) it is a
-row of ``num_kv_heads`` programs per piece the plan may list, each split count the
-sequence's own. Either way each program reads lengths (and its piece) on the device, so the
-launch stays valid for any lengths when a CUDA graph replays it.
+NUM_SPLITS slices (chosen from shapes only). With a decode plan (``decode_plan.py``) it is
+``DecodePlan.grid_rows`` rows of ``num_kv_heads`` programs, each row running the pieces of its
+two slots of the plan, each split count the sequence's own. Either way each program reads
+lengths (and its pieces) on the device, so the launch stays valid for any lengths when a CUDA
+graph replays it.
 """
 
 import triton
@@ -34,7 +35,7 @@ def decode_kernel(
     block_table,  # [num_seqs, max_pages_per_seq] int32
     cu_seqlens_q,  # [num_seqs + 1] int32
     seq_lens,  # [num_seqs] int32
-    pieces,  # [capacity] int32 packed pieces of a DecodePlan, or None: NUM_SPLITS for all
+    pieces,  # [capacity] int64 slots of a DecodePlan, or None: NUM_SPLITS for all
     qk_scale,  # softmax_scale * log2(e)
     alibi_slopes,  # [num_q_heads] float32, or None
     sinks,  # [num_q_heads] attention-sink logits, or None
@@ -66,19 +67,50 @@ def decode_kernel(
     # dividing by a runtime one made the split decodes of 8 KV heads 20-25% slower
     # (results/tiles-h200/ab_decode_order.txt).
     kv_head = tl.program_id(0) % NUM_KV_HEADS
-    if pieces is not None:  # a planned batch: this row of programs runs one piece
-        piece = tl.program_id(0) // NUM_KV_HEADS
-        packed = tl.load(pieces + piece)
-        if packed < 0:
-            return  # past the plan's last piece
-        seq, split, num_splits = unpack_piece(packed, SPLIT_BITS)
-        partial_row = piece
+    if pieces is not None:  # a planned batch: this row of programs runs up to two pieces
+        row = tl.program_id(0) // NUM_KV_HEADS
+        pair = 2 * (tl.num_programs(0) // NUM_KV_HEADS) - 1 - row  # (decode_plan: the slots)
+        slot_row = tl.load(pieces + row)
+        slot_pair = tl.load(pieces + pair)  # loaded with the first: one round trip, not two
+        for i in tl.static_range(2):
+            slot = slot_row if i == 0 else slot_pair
+            if slot >= 0:  # (-1: nothing in this slot)
+                seq, split, num_splits, partial_row = unpack_piece(slot, SPLIT_BITS)
+                decode_piece(
+                    seq, split, num_splits, partial_row, kv_head, out, partial_out, partial_lse, query,
+                    k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
+                    alibi_slopes, sinks, k_scale, v_scale, num_q_heads, stride_qt, stride_qh,
+                    stride_ot, stride_oh, stride_page, stride_kvh, stride_slot, stride_bt,
+                    QUERIES_PER_KV, BLOCK_M, BLOCK_N, PAGE_SIZE, HEAD_DIM, HEAD_DIM_P,
+                    SLIDING_WINDOW, SOFT_CAP, FP32_DOT, LOOKAHEAD, FP16_PRODUCTS)
     else:
         seq = tl.program_id(0) // NUM_KV_HEADS
         split = tl.program_id(1)
-        num_splits = NUM_SPLITS
-        partial_row = seq * NUM_SPLITS + split
+        decode_piece(
+            seq, split, NUM_SPLITS, seq * NUM_SPLITS + split, kv_head, out, partial_out,
+            partial_lse, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
+            alibi_slopes, sinks, k_scale, v_scale, num_q_heads, stride_qt, stride_qh, stride_ot,
+            stride_oh, stride_page, stride_kvh, stride_slot, stride_bt,
+            QUERIES_PER_KV, BLOCK_M, BLOCK_N, PAGE_SIZE, HEAD_DIM, HEAD_DIM_P, SLIDING_WINDOW,
+            SOFT_CAP, FP32_DOT, LOOKAHEAD, FP16_PRODUCTS)
 
+
+@triton.jit
+def decode_piece(
+    seq, split, num_splits,  # this piece: split `split` of sequence `seq`'s `num_splits`
+    partial_row,  # its row of the partials (if num_splits > 1)
+    kv_head,
+    out, partial_out, partial_lse, query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens,
+    qk_scale, alibi_slopes, sinks, k_scale, v_scale, num_q_heads, stride_qt, stride_qh,
+    stride_ot, stride_oh, stride_page, stride_kvh, stride_slot, stride_bt,
+    QUERIES_PER_KV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_P: tl.constexpr,
+    SLIDING_WINDOW: tl.constexpr, SOFT_CAP: tl.constexpr, FP32_DOT: tl.constexpr,
+    LOOKAHEAD: tl.constexpr, FP16_PRODUCTS: tl.constexpr,
+):
+    """One program's work on one piece of a decode: attend its query heads of ``kv_head`` to
+    its slice of the sequence's KV range, and store the output, or the partial of the slice
+    and its log-sum-exp in ``partial_row``. The other arguments are the decode kernel's."""
     token = tl.load(cu_seqlens_q + seq)
     # Loaded before the check, so that its round trip to memory overlaps the query offsets'
     # instead of following it: a program's loads before its first KV copy are its fixed cost.

@@ -13,7 +13,21 @@ GPU's wave of programs in proportion to its length,
 which at equal lengths is ``config.num_kv_splits``'s count, and lists the pieces (sequence,
 split) longest piece first, so the longest work starts first and the short work fills in behind
 it. ``plan_kernel`` writes the plan in one program; the decode kernel's programs each read their
-piece from it, and the merge reads where each sequence's partials are.
+pieces from it, and the merge reads where each sequence's partials are.
+
+The decode grid has ``grid_rows`` rows of programs (one program per KV head in a row), at least
+a wave's worth and one per sequence, and the plan has twice as many slots: row r runs the
+pieces in slots r and 2 * rows - 1 - r. Pieces never outnumber the slots (the shares add up to
+a wave; a sequence below its share still gets one piece). When they fit in the rows, as at
+equal lengths, they fill the last rows and the empty rows come first: a grid whose programs past
+the last piece come last ran 1-2% slower than one of exactly the pieces, and one whose few
+empty rows come first did not (H200, benchmarks/results/tiles-h200/plan_cost.txt). When they
+do not (unequal lengths), the k pieces too many make k rows of two: the 2k shortest pieces,
+the longest of them with the shortest, in the first rows, so that they start first (last, a
+row of two short pieces started when the wave freed up and finished well after the rest: H200,
+1 x 32k + 69 x 1k, 118 -> 148 us). A slot also holds its piece's row of the split-KV partials,
+its index in the longest-first list, so that a sequence's partials stay side by side for the
+merge wherever its pieces run.
 
 A plan holds only device tensors and is rewritten in place, so a CUDA graph captured with one
 replays correctly with any later plan made into the same tensors.
@@ -27,8 +41,9 @@ import triton.language as tl
 
 from . import config
 
-# A piece packs (sequence, split, split count - 1) into one int32: 6 bits for each count, so
-# sequences up to 2^19 (vLLM's max_num_seqs is some hundreds).
+# A piece packs (sequence, split, split count - 1) into the low 31 bits of an int64 slot, 6 bits
+# for each count, so sequences up to 2^19 (vLLM's max_num_seqs is some hundreds); its row of
+# the partials goes in the high 32 bits, so that one load brings both.
 SPLIT_BITS = 6
 _SEQ_SHIFT = 2 * SPLIT_BITS
 MAX_PLANNED_SEQS = 1 << (31 - _SEQ_SHIFT)
@@ -38,9 +53,9 @@ MAX_PLANNED_SEQS = 1 << (31 - _SEQ_SHIFT)
 class DecodePlan:
     """The plan's tensors, sized for batches of up to ``max_num_seqs`` sequences."""
 
-    pieces: torch.Tensor  # [capacity] int32 packed pieces, longest first; -1 past the last
+    pieces: torch.Tensor  # [capacity] int64 slots: packed pieces and their partial rows, or -1
     seq_splits: torch.Tensor  # [max_num_seqs] int32 splits of each sequence (0: not a decode)
-    seq_first_piece: torch.Tensor  # [max_num_seqs] int32 index of its first piece
+    seq_first_piece: torch.Tensor  # [max_num_seqs] int32 partial row of its first piece
     num_kv_heads: int
     wave: int  # decode programs the GPU runs at once (config.decode_wave)
 
@@ -54,18 +69,29 @@ class DecodePlan:
         device = torch.device(device)
         wave = wave or config.decode_wave(device, queries_per_kv)
         int32 = dict(dtype=torch.int32, device=device)
-        return cls(torch.full((cls.capacity_for(max_num_seqs, num_kv_heads, wave),), -1, **int32),
+        return cls(torch.full((cls.capacity_for(max_num_seqs, num_kv_heads, wave),), -1,
+                              dtype=torch.int64, device=device),
                    torch.zeros(max_num_seqs, **int32), torch.zeros(max_num_seqs, **int32),
                    num_kv_heads, wave)
 
     @staticmethod
-    def capacity_for(num_seqs: int, num_kv_heads: int, wave: int) -> int:
-        """Pieces a batch of ``num_seqs`` can need: each sequence's count is at most its share
-        of the wave per KV head, or 1, and the shares add up to at most wave / KV heads."""
-        return -(-wave // num_kv_heads) + num_seqs
+    def grid_rows_for(num_seqs: int, num_kv_heads: int, wave: int) -> int:
+        """Rows of programs of the decode grid for a batch of ``num_seqs``: a wave's worth, or
+        one per sequence if more, so that a batch of like lengths fits one piece a row."""
+        return max(-(-wave // num_kv_heads), num_seqs)
+
+    @classmethod
+    def capacity_for(cls, num_seqs: int, num_kv_heads: int, wave: int) -> int:
+        """Slots (and split-KV workspace rows) of a batch of ``num_seqs``: two a grid row. Each
+        sequence's count is at most its share of the wave per KV head, or 1, and the shares add
+        up to at most wave / KV heads, so the pieces number at most that plus ``num_seqs``."""
+        return 2 * cls.grid_rows_for(num_seqs, num_kv_heads, wave)
+
+    def grid_rows(self, num_seqs: int) -> int:
+        return self.grid_rows_for(num_seqs, self.num_kv_heads, self.wave)
 
     def capacity(self, num_seqs: int) -> int:
-        return self.capacity_for(num_seqs, self.num_kv_heads, self.wave)
+        return 2 * self.grid_rows(num_seqs)
 
     @staticmethod
     def applies_to(num_seqs: int) -> bool:
@@ -87,7 +113,7 @@ class DecodePlan:
             return
         plan_kernel[(1,)](
             self.pieces, self.seq_splits, self.seq_first_piece, cu_seqlens_q, seq_lens, num_seqs,
-            self.capacity(num_seqs), self.wave, self.num_kv_heads,
+            self.grid_rows(num_seqs), self.wave, self.num_kv_heads,
             SLIDING_WINDOW=sliding_window or 0, BLOCK_SEQS=max(2, config.next_power_of_2(num_seqs)),
             MAX_SPLITS=config.MAX_KV_SPLITS, SPLIT_BITS=SPLIT_BITS, FILL_BLOCK=1024)
 
@@ -114,14 +140,14 @@ class DecodePlan:
 
 # The batch's sizes are not specialised on (a multiple of 16 or not would compile a variant of
 # its own), so that warm_up's launches compile every variant an engine's batches launch.
-@triton.jit(do_not_specialize=["num_seqs", "capacity"])
+@triton.jit(do_not_specialize=["num_seqs", "grid_rows"])
 def plan_kernel(
-    pieces,  # [capacity] int32, written: packed pieces, then -1
+    pieces,  # [2 * grid_rows] int64 slots, written: packed pieces with their rows, or -1
     seq_splits,  # [num_seqs] int32, written
     seq_first_piece,  # [num_seqs] int32, written
     cu_seqlens_q,  # [num_seqs + 1] int32
     seq_lens,  # [num_seqs] int32
-    num_seqs, capacity, wave, num_kv_heads,
+    num_seqs, grid_rows, wave, num_kv_heads,
     SLIDING_WINDOW: tl.constexpr,  # tokens a decode reads at most; 0 = all
     BLOCK_SEQS: tl.constexpr,  # num_seqs rounded up to a power of two
     MAX_SPLITS: tl.constexpr,  # (config.MAX_KV_SPLITS)
@@ -151,23 +177,38 @@ def plan_kernel(
     key = tl.sort(key, 0, descending=True)
     by_len = (BLOCK_SEQS - 1 - (key & 0xFFFFF)).to(tl.int32)
     splits = ((key >> 20) & 0xFF).to(tl.int32)
+    # A piece's index in this order is its row of the partials: a sequence's side by side.
+    num_pieces = tl.sum(splits, 0)
     first = tl.cumsum(splits, 0) - splits
     listed = by_len < num_seqs
     tl.store(seq_splits + by_len, splits, mask=listed)
     tl.store(seq_first_piece + by_len, first, mask=listed)
-    # A sequence's pieces side by side: split k of every sequence at once, up to the most.
+    # Its slot (the module's docstring): with k = pieces - rows > 0, pieces rows - k .. rows - 1
+    # are the first of the first k rows' two, pieces rows .. on the second (slot 2 rows - 1 - r
+    # of row r, so piece rows - k + j runs with piece pieces - 1 - j); the longer ones follow
+    # one a row. With k <= 0 the pieces take the last rows.
+    pairs = tl.maximum(num_pieces - grid_rows, 0)
+    empty_rows = tl.maximum(grid_rows - num_pieces, 0)
     packed = (by_len << (2 * SPLIT_BITS)) | (splits - 1)
     for split in range(0, tl.max(splits, 0)):
-        tl.store(pieces + first + split, packed | (split << SPLIT_BITS),
+        index = first + split
+        slot = tl.where(index < grid_rows - pairs, empty_rows + pairs + index,
+                        tl.where(index < grid_rows, index - (grid_rows - pairs),
+                                 index + grid_rows - pairs))
+        tl.store(pieces + slot, (index.to(tl.int64) << 32) | (packed | (split << SPLIT_BITS)),
                  mask=listed & (split < splits))
-    # The decode grid has a program for every slot up to capacity: the rest find -1 and exit.
-    for start in range(tl.sum(splits, 0), capacity, FILL_BLOCK):
+    # Every other slot the grid reads holds -1 (its program has nothing to run there).
+    for start in range(0, 2 * grid_rows, FILL_BLOCK):
         offs = start + tl.arange(0, FILL_BLOCK)
-        tl.store(pieces + offs, tl.full([FILL_BLOCK], -1, tl.int32), mask=offs < capacity)
+        taken = ((offs >= empty_rows) & (offs < grid_rows)) | (offs >= 2 * grid_rows - pairs)
+        tl.store(pieces + offs, tl.full([FILL_BLOCK], -1, tl.int64),
+                 mask=~taken & (offs < 2 * grid_rows))
 
 
 @triton.jit
-def unpack_piece(packed, SPLIT_BITS: tl.constexpr):
-    """(sequence, split, split count) of a packed piece."""
+def unpack_piece(slot, SPLIT_BITS: tl.constexpr):
+    """(sequence, split, split count, partial row) of a slot's piece."""
     mask = (1 << SPLIT_BITS) - 1
-    return packed >> (2 * SPLIT_BITS), (packed >> SPLIT_BITS) & mask, (packed & mask) + 1
+    packed = (slot & 0x7FFFFFFF).to(tl.int32)
+    return (packed >> (2 * SPLIT_BITS), (packed >> SPLIT_BITS) & mask, (packed & mask) + 1,
+            (slot >> 32).to(tl.int32))

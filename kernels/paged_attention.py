@@ -176,7 +176,7 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
                                 config.shared_memory_per_block(query.device))
     if plan is not None:
         rows = plan.capacity(num_seqs)
-        grid = (rows * num_kv_heads, 1)
+        grid = (plan.grid_rows(num_seqs) * num_kv_heads, 1)
     else:
         rows = num_seqs * num_splits
         grid = (num_seqs * num_kv_heads, num_splits)

@@ -22,14 +22,20 @@ def planned(batch, num_kv_heads, wave, max_num_seqs=None):
     return plan
 
 
-def unpacked(plan, num_seqs):
-    """[(sequence, split, split count)] of the plan's pieces in order, up to the first -1."""
-    pieces = []
-    for packed in plan.pieces[:plan.capacity(num_seqs)].tolist():
-        if packed < 0:
-            break
-        pieces.append((packed >> 12, (packed >> 6) & 63, (packed & 63) + 1))
-    return pieces
+def unpack(slot):
+    """(sequence, split, split count, partial row) of a plan's slot."""
+    packed = slot & 0x7FFFFFFF
+    return packed >> 12, (packed >> 6) & 63, (packed & 63) + 1, slot >> 32
+
+
+def rows_of(plan, num_seqs):
+    """What each row of the planned decode grid runs: [(sequence, split, count, partial row)]
+    of its slots r and 2 * rows - 1 - r, slots of -1 left out."""
+    rows = plan.grid_rows(num_seqs)
+    slots = plan.pieces[:2 * rows].tolist()
+    assert all(slot == -1 or slot >= 0 for slot in slots)
+    return [[unpack(slots[s]) for s in (r, 2 * rows - 1 - r) if slots[s] >= 0]
+            for r in range(rows)]
 
 
 def expected_splits(q_lens, kv_lens, num_kv_heads, wave):
@@ -60,17 +66,29 @@ def test_plan_splits_by_length_and_lists_every_piece_longest_first(device, q_len
     plan = planned(batch, num_kv_heads, wave)
     splits = expected_splits(q_lens, kv_lens, num_kv_heads, wave)
     assert plan.seq_splits[:len(kv_lens)].tolist() == splits
-    pieces = unpacked(plan, len(kv_lens))
-    # Every split of every decode exactly once, a sequence's splits together and in order.
-    assert sorted(pieces) == sorted((s, k, n) for s, n in enumerate(splits) for k in range(n))
+    grid = rows_of(plan, len(kv_lens))
+    pieces = sorted((piece for row in grid for piece in row), key=lambda piece: piece[3])
+    # Every split of every decode exactly once, in partial rows 0, 1, ... with a sequence's
+    # splits side by side and in order from its first row.
+    assert [row for *_, row in pieces] == list(range(len(pieces)))
+    assert sorted(p[:3] for p in pieces) == sorted(
+        (s, k, n) for s, n in enumerate(splits) for k in range(n))
     first = plan.seq_first_piece[:len(kv_lens)].tolist()
     for s, n in enumerate(splits):
         if n:
-            assert pieces[first[s]:first[s] + n] == [(s, k, n) for k in range(n)]
-    piece_lens = [-(-kv_lens[s] // n) for s, _, n in pieces]
-    assert piece_lens == sorted(piece_lens, reverse=True)
-    assert len(pieces) <= plan.capacity(len(kv_lens))
-    assert all(p == -1 for p in plan.pieces[len(pieces):plan.capacity(len(kv_lens))].tolist())
+            assert pieces[first[s]:first[s] + n] == [(s, k, n, first[s] + k) for k in range(n)]
+    piece_len = lambda piece: -(-kv_lens[piece[0]] // piece[2])  # noqa: E731
+    assert [piece_len(p) for p in pieces] == sorted(map(piece_len, pieces), reverse=True)
+    # The grid: rows of two first (as many as the pieces outnumber the rows), each two of the
+    # shortest; else the empty rows first. Then a piece a row, longest first.
+    pairs = max(len(pieces) - len(grid), 0)
+    assert [len(row) for row in grid] == (
+        [2] * pairs + [1] * (len(grid) - pairs) if pairs
+        else [0] * (len(grid) - len(pieces)) + [1] * len(pieces))
+    shortest = sorted(map(piece_len, pieces))[:2 * pairs]
+    assert sorted(piece_len(p) for row in grid[:pairs] for p in row) == shortest
+    singles = [piece_len(row[0]) for row in grid if len(row) == 1]
+    assert singles == sorted(singles, reverse=True)
 
 
 def test_a_window_caps_what_each_decode_counts_for(device):
@@ -108,6 +126,20 @@ def test_planned_decode_matches_the_reference(device, q_lens, kv_lens, wave):
     splits = plan.seq_splits[:len(q_lens)].tolist()
     assert max(splits) > 1 and 1 in splits  # both the merge and the direct store ran
     assert_matches_reference(f"planned decode, splits {splits}", out, batch.reference(),
+                             batch.sdpa())
+
+
+def test_rows_run_a_second_piece_when_the_pieces_outnumber_the_rows(device):
+    """A wave of 12 programs over 2 KV heads is 6 rows; the long decode's 4 pieces and the five
+    short ones' make 9, so rows 3-5 each run a second piece (slots 8, 7, 6): leaving those out
+    leaves decodes unwritten or unmerged."""
+    q_lens, kv_lens = [1] * 6, [3000] + [10] * 5
+    batch = make_batch(q_lens, kv_lens, num_q_heads=6, num_kv_heads=2, device=device, seed=6)
+    plan = planned(batch, 2, wave=12)
+    assert plan.seq_splits[:6].tolist() == [4, 1, 1, 1, 1, 1] and plan.grid_rows(6) == 6
+    out = batch.poisoned_out()
+    fk.paged_attention(*batch.args(), max_query_len=1, out=out, decode_plan=plan)
+    assert_matches_reference("planned decode, two pieces a row", out, batch.reference(),
                              batch.sdpa())
 
 
