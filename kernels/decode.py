@@ -77,8 +77,8 @@ def decode_kernel(
             if slot >= 0:  # (-1: nothing in this slot)
                 seq, split, num_splits, partial_row = unpack_piece(slot, SPLIT_BITS)
                 decode_piece(
-                    seq, split, num_splits, partial_row, kv_head, out, partial_out, partial_lse, query,
-                    k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
+                    seq, split, num_splits, partial_row, kv_head, out, partial_out, partial_lse,
+                    query, k_cache, v_cache, block_table, cu_seqlens_q, seq_lens, qk_scale,
                     alibi_slopes, sinks, k_scale, v_scale, num_q_heads, stride_qt, stride_qh,
                     stride_ot, stride_oh, stride_page, stride_kvh, stride_slot, stride_bt,
                     QUERIES_PER_KV, BLOCK_M, BLOCK_N, PAGE_SIZE, HEAD_DIM, HEAD_DIM_P,
