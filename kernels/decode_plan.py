@@ -18,10 +18,11 @@ pieces from it, and the merge reads where each sequence's partials are.
 The decode grid has ``grid_rows`` rows of programs (one program per KV head in a row), at least
 a wave's worth and one per sequence, and the plan has twice as many slots: row r runs the
 pieces in slots r and 2 * rows - 1 - r. Pieces never outnumber the slots (the shares add up to
-a wave; a sequence below its share still gets one piece). When they fit in the rows, as at
-equal lengths, they fill the last rows and the empty rows come first: a grid whose programs past
-the last piece come last ran 1-2% slower than one of exactly the pieces, and one whose few
-empty rows come first did not (H200, benchmarks/results/tiles-h200/plan_cost.txt). When they
+a wave's rows; a sequence whose share is under one still gets one piece). When they fit in the
+rows, as at equal lengths, they fill the last rows and the empty rows come first: a grid whose
+programs past the last piece come last ran 1-2% slower than one of exactly the pieces, and one
+whose few empty rows come first mostly did not (H200,
+benchmarks/results/tiles-h200/plan_cost.txt). When they
 do not (unequal lengths), the k pieces too many make k rows of two: the 2k shortest pieces,
 the longest of them with the shortest, in the first rows, so that they start first (last, a
 row of two short pieces started when the wave freed up and finished well after the rest: H200,
