@@ -63,7 +63,7 @@ def plan_on_rows(fk, cu_seqlens_q, seq_lens, num_seqs: int, num_kv_heads: int,
                  queries_per_kv: int, rows: int, wave: int | None = None):
     """The engine's plan of a batch, laid out for and launched on a grid of ``rows`` rows of
     programs instead of the plan's own ``grid_rows``: how many empty rows the launch carries is
-    then the caller's. The rows' two slots each must hold every piece."""
+    then the caller's. The rows' slots, two a row, must hold every piece."""
     plan = fk.DecodePlan.allocate(num_seqs, num_kv_heads, queries_per_kv, cu_seqlens_q.device,
                                   wave=wave)
     if rows > plan.grid_rows(num_seqs):
@@ -84,13 +84,11 @@ def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str
     try:
         splits = config.num_kv_splits(batch, num_kv_heads, device, queries_per_kv)
         pieces = splits * batch
-        rows = {"exact": pieces}
         runners = {"static": harness.KernelRunner(inp, planned=False),
-                   "planned": harness.KernelRunner(inp, planned=True)}
-        for name, n in rows.items():
-            runners[name] = harness.KernelRunner(inp, planned=False)
-            runners[name].decode_plan = plan_on_rows(fk, inp.query_start_loc, inp.seq_lens,
-                                                     batch, num_kv_heads, queries_per_kv, n)
+                   "planned": harness.KernelRunner(inp, planned=True),
+                   "exact": harness.KernelRunner(inp, planned=False)}
+        runners["exact"].decode_plan = plan_on_rows(fk, inp.query_start_loc, inp.seq_lens,
+                                                    batch, num_kv_heads, queries_per_kv, pieces)
         for name, runner in runners.items():
             if runner.decode_plan is not None:
                 assert runner.decode_plan.seq_splits[:batch].tolist() == [splits] * batch, name
@@ -105,10 +103,9 @@ def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str
             times.update({f"{name}-nomerge": t
                           for name, t in best_times(runners, device, reps).items()})
         planned_rows = runners["planned"].decode_plan.grid_rows(batch)
-        grid_rows = " ".join(f"{name} {n}" for name, n in rows.items())
     finally:
         harness.release(inp)
-    return (f"{batch}x{context} splits {splits}, rows: planned {planned_rows} {grid_rows}: "
+    return (f"{batch}x{context} splits {splits}, rows: planned {planned_rows} exact {pieces}: "
             + " ".join(f"{name} {t:.1f}" for name, t in times.items()))
 
 
@@ -122,10 +119,8 @@ def order_case(fk, config, g, batch: int, context: int, device, reps: int) -> st
                    "split-major": harness.KernelRunner(inp, planned=True)}
         plan = runners["split-major"].decode_plan
         assert plan.seq_splits[:batch].tolist() == [splits] * batch
-        # Packed as decode_plan packs them: (sequence, split, split count - 1), the partial row
-        # above (the merge is left out, so any distinct rows do), into the plan's own slots.
-        bits = fk.decode_plan.SPLIT_BITS
-        split_major = [(seq * splits + k) << 32 | (seq << 2 * bits) | (k << bits) | (splits - 1)
+        # Into the plan's own slots; the merge is left out, so any distinct partial rows do.
+        split_major = [fk.decode_plan.pack_slot(seq, k, splits, seq * splits + k)
                        for k in range(splits) for seq in range(batch)]
         slots = (plan.pieces >= 0).nonzero().flatten()
         assert len(slots) == len(split_major)

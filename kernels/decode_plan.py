@@ -206,6 +206,18 @@ def plan_kernel(
                  mask=~taken & (offs < 2 * grid_rows))
 
 
+def pack_slot(seq: int, split: int, num_splits: int, partial_row: int) -> int:
+    """A slot as ``plan_kernel`` writes it, made on the host."""
+    return (partial_row << 32) | (seq << _SEQ_SHIFT) | (split << SPLIT_BITS) | (num_splits - 1)
+
+
+def unpack_slot(slot: int) -> tuple[int, int, int, int]:
+    """``unpack_piece`` on the host: (sequence, split, split count, partial row) of a slot read
+    back from ``DecodePlan.pieces`` (not -1)."""
+    packed, mask = slot & 0x7FFFFFFF, (1 << SPLIT_BITS) - 1
+    return packed >> _SEQ_SHIFT, (packed >> SPLIT_BITS) & mask, (packed & mask) + 1, slot >> 32
+
+
 @triton.jit
 def unpack_piece(slot, SPLIT_BITS: tl.constexpr):
     """(sequence, split, split count, partial row) of a slot's piece."""

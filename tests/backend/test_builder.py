@@ -12,6 +12,7 @@ from vllm.v1.attention.backend import AttentionCGSupport  # noqa: E402
 
 from flashcore_backend.backend import FlashCoreBackend  # noqa: E402
 from flashcore_kernels import DecodePlan  # noqa: E402
+from flashcore_kernels.decode_plan import unpack_slot  # noqa: E402
 from flashcore_backend.metadata import FlashCoreMetadata, FlashCoreMetadataBuilder  # noqa: E402
 
 from .vllm_batch import (BatchSpec, Geometry, kv_cache_spec, make_common_metadata,  # noqa: E402
@@ -90,7 +91,7 @@ def test_build_plans_the_batch(make_config, device):
     assert splits[2] == splits[3] == 0 and min(splits[0], splits[1], splits[4]) >= 1
     assert splits[0] > splits[1]  # the long decode in more pieces
     first = next(slot for slot in plan.pieces.tolist() if slot >= 0)
-    assert (first & 0x7FFFFFFF) >> 12 == 0  # its first piece runs first
+    assert unpack_slot(first)[0] == 0  # its first piece runs first
 
 
 def test_build_refuses_what_the_kernels_cannot_do(make_config, device):

@@ -8,6 +8,7 @@ import torch
 
 import flashcore_kernels as fk
 from flashcore_kernels import DecodePlan, config
+from flashcore_kernels.decode_plan import unpack_slot
 
 from ..accuracy import assert_matches_reference
 from ..paged_batch import make_batch
@@ -22,19 +23,13 @@ def planned(batch, num_kv_heads, wave, max_num_seqs=None):
     return plan
 
 
-def unpack(slot):
-    """(sequence, split, split count, partial row) of a plan's slot."""
-    packed = slot & 0x7FFFFFFF
-    return packed >> 12, (packed >> 6) & 63, (packed & 63) + 1, slot >> 32
-
-
 def rows_of(plan, num_seqs):
     """What each row of the planned decode grid runs: [(sequence, split, count, partial row)]
     of its slots r and 2 * rows - 1 - r, slots of -1 left out."""
     rows = plan.grid_rows(num_seqs)
     slots = plan.pieces[:2 * rows].tolist()
     assert all(slot == -1 or slot >= 0 for slot in slots)
-    return [[unpack(slots[s]) for s in (r, 2 * rows - 1 - r) if slots[s] >= 0]
+    return [[unpack_slot(slots[s]) for s in (r, 2 * rows - 1 - r) if slots[s] >= 0]
             for r in range(rows)]
 
 
