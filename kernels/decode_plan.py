@@ -6,20 +6,29 @@ sequences are alike, and badly wrong for one whose are not: beside 69 sequences 
 a sequence of 32k is one program per KV head at one split, streaming 16 MB alone long after the
 rest have finished (H200: 891 us, FlashAttention-3 114 us;
 benchmarks/results/tiles-h200/ab_decode_plan.txt). The plan gives each decode a share of the
-GPU's wave of programs in proportion to its length,
+GPU's wave of programs in proportion to its length, cut in pieces of one length for all: the
+shortest at which the pieces fit the grid's rows (below), with no row holding more than one
+piece's length, and at least a wave row's fair share of the batch's tokens,
 
-    splits = largest power of two <= length * wave / (total length * KV heads), 1 to 64,
+    splits = ceil(length / piece length), 1 to 64.
 
-which at equal lengths is ``config.num_kv_splits``'s count, and lists the pieces (sequence,
-split) longest piece first, so the longest work starts first and the short work fills in behind
-it. ``plan_kernel`` writes the plan in one program; the decode kernel's programs each read their
+So the rows end together, and the one that ends the launch is as short as the lengths allow.
+At equal lengths that is the most splits that fit the rows, which at the decode grid's batch
+sizes is ``config.num_kv_splits``'s count. The plan lists the pieces (sequence, split) longest
+first, so the longest work starts first and the short work fills in behind it.
+``plan_kernel`` writes the plan in one program; the decode kernel's programs each read their
 pieces from it, and the merge reads where each sequence's partials are.
+
+An earlier rule gave each decode the largest power of two within its share of the wave
+(length * wave / (total length * KV heads)), which rounded a long decode's share down by up to
+half and a short one's to one piece: beside seven 1k decodes a 32k one got 32 splits, and the
+launch ran 39 rows of 1k tokens where it now runs 66 of 631 or fewer (H200:
+benchmarks/results/tiles-h200/ab_decode_plan.txt, run 6).
 
 The decode grid has ``grid_rows`` rows of programs (one program per KV head in a row), at least
 a wave's worth and one per sequence, and the plan has twice as many slots: row r runs the
-pieces in slots r and 2 * rows - 1 - r. Pieces never outnumber the slots (the shares add up to
-a wave's rows; a sequence whose share is under one still gets one piece). When they fit in the
-rows, as at equal lengths, they fill the last rows and the empty rows come first: a grid whose
+pieces in slots r and 2 * rows - 1 - r. Pieces never outnumber the slots: past the rows, each
+piece shares a row with another, of a decode too short to split. When they fit in the rows, as at equal lengths, they fill the last rows and the empty rows come first: a grid whose
 programs past the last piece come last ran 1-2% slower than one of exactly the pieces, and one
 whose few empty rows come first mostly did not (H200,
 benchmarks/results/tiles-h200/plan_cost.txt). When they
@@ -83,9 +92,9 @@ class DecodePlan:
 
     @classmethod
     def capacity_for(cls, num_seqs: int, num_kv_heads: int, wave: int) -> int:
-        """Slots (and split-KV workspace rows) of a batch of ``num_seqs``: two a grid row. Each
-        sequence's count is at most its share of the wave per KV head, or 1, and the shares add
-        up to at most wave / KV heads, so the pieces number at most that plus ``num_seqs``."""
+        """Slots (and split-KV workspace rows) of a batch of ``num_seqs``: two a grid row. The
+        pieces outnumber the rows only by rows of two unsplit decodes, so by at most half the
+        sequences."""
         return 2 * cls.grid_rows_for(num_seqs, num_kv_heads, wave)
 
     def grid_rows(self, num_seqs: int) -> int:
@@ -163,14 +172,22 @@ def plan_kernel(
     length = tl.where(is_decode, tl.load(seq_lens + seq, mask=valid, other=0), 0).to(tl.int64)
     if SLIDING_WINDOW > 0:
         length = tl.minimum(length, SLIDING_WINDOW)
-    total = tl.maximum(tl.sum(length, 0), 1)
-    # Each decode's share of the wave, in programs per KV head; its split count is the largest
-    # power of two within it (at least 1, at most MAX_SPLITS).
-    share = length * wave // (total * num_kv_heads)
-    splits = tl.full([BLOCK_SEQS], 1, tl.int64)
-    for _ in tl.static_range(SPLIT_BITS):
-        splits = tl.where((2 * splits <= share) & (2 * splits <= MAX_SPLITS), 2 * splits, splits)
-    splits = tl.where(is_decode, splits, 0)
+    # The piece length: the shortest at which the pieces fit the grid's rows with no row
+    # holding more than it, two pieces sharing a row only if each is at most half of it, and
+    # no shorter than a wave row's fair share of the batch (shorter pieces would only make a
+    # second wave). The rows' loads are then even, and the longest row, which ends the launch,
+    # as short as the lengths allow. Found by bisection: fewer pieces fit as it grows, and more
+    # of them are short enough to pair.
+    lo = tl.maximum((tl.sum(length, 0) * num_kv_heads + wave - 1) // wave, 1)
+    hi = tl.maximum(tl.max(length, 0), lo)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        num_pieces = tl.sum(tl.minimum((length + mid - 1) // mid, MAX_SPLITS), 0)
+        pairable = tl.sum((is_decode & (2 * length <= mid)).to(tl.int64), 0)
+        fits = num_pieces - grid_rows <= pairable // 2
+        hi = tl.where(fits, mid, hi)
+        lo = tl.where(fits, lo, mid + 1)
+    splits = tl.where(is_decode, tl.maximum(tl.minimum((length + lo - 1) // lo, MAX_SPLITS), 1), 0)
     # Longest piece first: sort keys of (piece length, split count, sequence), the sequence
     # reversed so that equal pieces keep the batch's order.
     piece_len = tl.where(is_decode, (length + splits - 1) // tl.maximum(splits, 1), 0)

@@ -34,17 +34,20 @@ def rows_of(plan, num_seqs):
 
 
 def expected_splits(q_lens, kv_lens, num_kv_heads, wave):
-    total = sum(kv for q, kv in zip(q_lens, kv_lens) if q == 1)
-    splits = []
-    for q, kv in zip(q_lens, kv_lens):
-        share = kv * wave // (total * num_kv_heads)
-        splits.append(0 if q != 1 else min(config.MAX_KV_SPLITS,
-                                           config.power_of_2_at_most(max(share, 1))))
-    return splits
+    """plan_kernel's split counts, found by counting up from the fair share where the kernel
+    bisects: the shortest piece length, at least a wave row's share of the decodes' tokens, at
+    which the pieces fit the grid's rows, rows of two taking only decodes of at most half of it."""
+    decodes = [kv for q, kv in zip(q_lens, kv_lens) if q == 1]
+    rows = DecodePlan.grid_rows_for(len(q_lens), num_kv_heads, wave)
+    piece = max(1, -(-sum(decodes) * num_kv_heads // wave))
+    count = lambda kv: min(config.MAX_KV_SPLITS, -(-kv // piece))  # noqa: E731
+    while sum(map(count, decodes)) - rows > sum(2 * kv <= piece for kv in decodes) // 2:
+        piece += 1
+    return [count(kv) if q == 1 else 0 for q, kv in zip(q_lens, kv_lens)]
 
 
 @pytest.mark.parametrize("q_lens, kv_lens, num_kv_heads, wave", [
-    ([1] * 4, [100] * 4, 2, 64),  # alike: config.num_kv_splits's count, 8
+    ([1] * 4, [100] * 4, 2, 64),  # alike: 8 each
     ([1] * 8, [4096] + [64] * 7, 8, 528),  # one long among short ones
     ([1, 5, 1, 0, 1], [300, 20, 7, 0, 1000], 2, 96),  # a prefill and a padding row
     ([1] * 70, [32768] + [1024] * 69, 8, 528),  # an H100's wave
@@ -95,14 +98,34 @@ def test_a_window_caps_what_each_decode_counts_for(device):
     assert plan.seq_splits[:3].tolist() == expected_splits([1, 1, 1], [100, 100, 40], 2, 48)
 
 
-def test_alike_lengths_get_the_split_count_of_the_shape_rule(monkeypatch):
+def test_one_long_decode_beside_short_ones_fills_the_wave(device):
+    """An H200's wave of Llama-3-8B decodes is 66 rows of 8 KV heads. 32k tokens beside seven
+    1k: a wave row's share is 606 tokens (55 + 7 x 2 pieces, 3 too many to fit the rows), 631
+    the first length that fits: 52 pieces of 631 or 630 tokens, and each 1k decode in two, so
+    that no row waits on a 1k piece (a power of two within each share, 32 and 1, ran 39 rows of
+    1k)."""
+    kv_lens = [32768] + [1024] * 7
+    batch = make_batch([1] * 8, kv_lens, num_q_heads=8, num_kv_heads=8, device=device)
+    plan = planned(batch, 8, wave=528)
+    assert plan.seq_splits[:8].tolist() == [52] + [2] * 7
+    assert [len(row) for row in rows_of(plan, 8)] == [1] * 66
+
+
+@pytest.mark.parametrize("num_seqs", [2, 3, 5, 8, 14, 32, 64, 100, 256])
+def test_alike_lengths_take_the_most_splits_that_fit_the_rows(device, monkeypatch, num_seqs):
+    """At equal lengths every row runs one piece: the count is the most that fits the rows, 64
+    at most; at the decode grid's batches of two or more (benchmarks/grids.py), the shape rule's
+    count (an H200's wave). A batch of 2 gets 33, not 32."""
     monkeypatch.setattr(config, "multiprocessor_count", lambda device: 132)
     monkeypatch.setattr(config, "shared_memory_per_block", lambda device: config.HOPPER_SHARED_MEMORY)
     cuda = torch.device("cuda")
-    wave = config.decode_wave(cuda, 4)
-    for num_seqs in (1, 3, 8, 32, 64, 100, 256):
-        rule = config.num_kv_splits(num_seqs, 8, cuda, 4)
-        assert expected_splits([1] * num_seqs, [8192] * num_seqs, 8, wave) == [rule] * num_seqs
+    batch = make_batch([1] * num_seqs, [8192] * num_seqs, num_q_heads=8, num_kv_heads=8,
+                       device=device)
+    plan = planned(batch, 8, wave=config.decode_wave(cuda, 4))
+    fits = min(config.MAX_KV_SPLITS, plan.grid_rows(num_seqs) // num_seqs)
+    assert plan.seq_splits[:num_seqs].tolist() == [fits] * num_seqs
+    if num_seqs in (8, 32, 64, 256):
+        assert fits == config.num_kv_splits(num_seqs, 8, cuda, 4)
 
 
 @pytest.mark.parametrize("q_lens, kv_lens, wave", [
@@ -125,13 +148,14 @@ def test_planned_decode_matches_the_reference(device, q_lens, kv_lens, wave):
 
 
 def test_rows_run_a_second_piece_when_the_pieces_outnumber_the_rows(device):
-    """A wave of 12 programs over 2 KV heads is 6 rows; the long decode's 4 pieces and the five
-    short ones' make 9, so rows 3-5 each run a second piece (slots 8, 7, 6): leaving those out
-    leaves decodes unwritten or unmerged."""
+    """A wave of 12 programs over 2 KV heads is 6 rows. The long decode's 3 pieces of 1000
+    tokens and the five short ones make 8, so rows 0 and 1 each run two short pieces (slots 11
+    and 10 are their second): leaving those out leaves decodes unwritten."""
     q_lens, kv_lens = [1] * 6, [3000] + [10] * 5
     batch = make_batch(q_lens, kv_lens, num_q_heads=6, num_kv_heads=2, device=device, seed=6)
     plan = planned(batch, 2, wave=12)
-    assert plan.seq_splits[:6].tolist() == [4, 1, 1, 1, 1, 1] and plan.grid_rows(6) == 6
+    assert plan.seq_splits[:6].tolist() == [3, 1, 1, 1, 1, 1] and plan.grid_rows(6) == 6
+    assert [len(row) for row in rows_of(plan, 6)] == [2, 2, 1, 1, 1, 1]
     out = batch.poisoned_out()
     fk.paged_attention(*batch.args(), max_query_len=1, out=out, decode_plan=plan)
     assert_matches_reference("planned decode, two pieces a row", out, batch.reference(),
