@@ -44,6 +44,8 @@ def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device) 
                                          inp.query.element_size())
         fa = harness.measure_backend("FLASH_ATTN", inp, g, timer="graph", check=False)
         fa_us = 1e3 * fa["ms"] if fa["status"] == "ok" else float("nan")
+        if fa["status"] != "ok":
+            print(f"{label}: FLASH_ATTN {fa['status']}: {fa.get('reason')}", flush=True)
         runners = {"unplanned": harness.KernelRunner(inp, planned=False),
                    "planned": harness.KernelRunner(inp, planned=True)}
         errors = {}

@@ -177,14 +177,15 @@ def plan_kernel(
     # no shorter than a wave row's fair share of the batch (shorter pieces would only make a
     # second wave). The rows' loads are then even, and the longest row, which ends the launch,
     # as short as the lengths allow. Found by bisection: fewer pieces fit as it grows, and more
-    # of them are short enough to pair.
+    # of them are short enough to pair. Both counts come from one sum (pieces in the high
+    # half), one block-wide reduction a step.
     lo = tl.maximum((tl.sum(length, 0) * num_kv_heads + wave - 1) // wave, 1)
     hi = tl.maximum(tl.max(length, 0), lo)
     while lo < hi:
         mid = (lo + hi) // 2
-        num_pieces = tl.sum(tl.minimum((length + mid - 1) // mid, MAX_SPLITS), 0)
-        pairable = tl.sum((is_decode & (2 * length <= mid)).to(tl.int64), 0)
-        fits = num_pieces - grid_rows <= pairable // 2
+        counts = tl.sum((tl.minimum((length + mid - 1) // mid, MAX_SPLITS) << 32)
+                        | (is_decode & (2 * length <= mid)).to(tl.int64), 0)
+        fits = (counts >> 32) - grid_rows <= (counts & 0xFFFFFFFF) // 2
         hi = tl.where(fits, mid, hi)
         lo = tl.where(fits, lo, mid + 1)
     splits = tl.where(is_decode, tl.maximum(tl.minimum((length + lo - 1) // lo, MAX_SPLITS), 1), 0)
