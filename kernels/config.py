@@ -321,9 +321,11 @@ def merge_heads(num_q_heads: int, num_splits: int) -> int:
 def planned_merge_tile(num_q_heads: int, num_splits: int) -> tuple[int, int]:
     """(splits, query heads) of one tile of the planned merge (decode.merge_planned).
 
-    ``num_splits`` is the count a batch of like lengths gets (``num_kv_splits``), so such a
-    batch merges in one tile, all its loads in flight together, as the merge without a plan
-    does; only a sequence the plan splits further, beside much shorter ones, loops. At least 4
+    ``num_splits`` is the shape rule's count (``num_kv_splits``), which the plan gives a batch of
+    like lengths at the decode grid's batch sizes, so such a batch merges in one tile, all its
+    loads in flight together, as the merge without a plan does. A sequence the plan splits
+    further loops: beside much shorter ones, or at batch sizes between the grid's (3 like
+    sequences get 22 splits, not 16). At least 4
     splits a tile, so that a large batch (one split each) with one long sequence in 16 loops 4
     times. Heads fill MERGE_PARTIALS partials (32 registers a thread at head 128, 4 warps), one
     head at 64 splits, like the one-tile merge."""

@@ -22,8 +22,11 @@ pieces from it, and the merge reads where each sequence's partials are.
 An earlier rule gave each decode the largest power of two within its share of the wave
 (length * wave / (total length * KV heads)), which rounded a long decode's share down by up to
 half and a short one's to one piece: beside seven 1k decodes a 32k one got 32 splits, and the
-launch ran 39 rows of 1k tokens where it now runs 66 of 631 or fewer (H200:
-benchmarks/results/tiles-h200/ab_decode_plan.txt, run 6).
+launch ran 39 rows of 1k tokens where it now runs 66 of 631 or fewer. Against that rule on one
+H200 (benchmarks/results/tiles-h200/ab_decode_plan.txt, run 7), batches of spread lengths run
+1.05-1.12x faster; a long decode's many partials then loop through the merge's tile (sized for
+like lengths), which cost 1 x 32k + 7 x 1k and 1 x 128k + 31 x 2k 2-4%, and batches of 3 or 12
+like lengths lose 4-6% with their 22 and 5 splits.
 
 The decode grid has ``grid_rows`` rows of programs (one program per KV head in a row), at least
 a wave's worth and one per sequence, and the plan has twice as many slots: row r runs the
