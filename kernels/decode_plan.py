@@ -191,11 +191,13 @@ def plan_kernel(
         fits = (counts >> 32) - grid_rows <= (counts & 0xFFFFFFFF) // 2
         hi = tl.where(fits, mid, hi)
         lo = tl.where(fits, lo, mid + 1)
-    splits = tl.where(is_decode, tl.maximum(tl.minimum((length + lo - 1) // lo, MAX_SPLITS), 1), 0)
-    # Longest piece first: sort keys of (piece length, split count, sequence), the sequence
+    piece_length = lo
+    splits = tl.minimum((length + piece_length - 1) // piece_length, MAX_SPLITS)
+    splits = tl.where(is_decode, tl.maximum(splits, 1), 0)
+    # Longest piece first: sort keys of (a piece's tokens, split count, sequence), the sequence
     # reversed so that equal pieces keep the batch's order.
-    piece_len = tl.where(is_decode, (length + splits - 1) // tl.maximum(splits, 1), 0)
-    key = (piece_len << 28) | (splits << 20) | (BLOCK_SEQS - 1 - seq)
+    piece_tokens = tl.where(is_decode, (length + splits - 1) // tl.maximum(splits, 1), 0)
+    key = (piece_tokens << 28) | (splits << 20) | (BLOCK_SEQS - 1 - seq)
     key = tl.sort(key, 0, descending=True)
     by_len = (BLOCK_SEQS - 1 - (key & 0xFFFFF)).to(tl.int32)
     splits = ((key >> 20) & 0xFF).to(tl.int32)
