@@ -61,9 +61,10 @@ def best_times(runners: dict, device, reps: int) -> dict:
 
 def plan_on_rows(fk, cu_seqlens_q, seq_lens, num_seqs: int, num_kv_heads: int,
                  queries_per_kv: int, rows: int, wave: int | None = None):
-    """The engine's plan of a batch, laid out for and launched on a grid of ``rows`` rows of
-    programs instead of the plan's own ``grid_rows``: how many empty rows the launch carries is
-    then the caller's. The rows' slots, two a row, must hold every piece."""
+    """The engine's plan of a batch made for, and launched on, a grid of ``rows`` rows of
+    programs instead of the plan's own ``grid_rows``: its pieces fit those rows, and how many
+    empty rows the launch carries is then the caller's. The rows' slots, two a row, must hold
+    every piece."""
     plan = fk.DecodePlan.allocate(num_seqs, num_kv_heads, queries_per_kv, cu_seqlens_q.device,
                                   wave=wave)
     if rows > plan.grid_rows(num_seqs):
