@@ -30,17 +30,17 @@ like lengths lose 4-6% with their 22 and 5 splits.
 
 The decode grid has ``grid_rows`` rows of programs (one program per KV head in a row), at least
 a wave's worth and one per sequence, and the plan has twice as many slots: row r runs the
-pieces in slots r and 2 * rows - 1 - r. Pieces never outnumber the slots: past the rows, each
-piece shares a row with another, of a decode too short to split. When they fit in the rows, as at equal lengths, they fill the last rows and the empty rows come first: a grid whose
+pieces in slots r and 2 * rows - 1 - r. Pieces never outnumber the slots: a piece past the
+rows shares one with another, both of decodes too short to split. When the pieces fit in the
+rows, as at equal lengths, they fill the last rows and the empty rows come first: a grid whose
 programs past the last piece come last ran 1-2% slower than one of exactly the pieces, and one
 whose few empty rows come first mostly did not (H200,
-benchmarks/results/tiles-h200/plan_cost.txt). When they
-do not (unequal lengths), the k pieces too many make k rows of two: the 2k shortest pieces,
-the longest of them with the shortest, in the first rows, so that they start first (last, a
-row of two short pieces started when the wave freed up and finished well after the rest: H200,
-1 x 32k + 69 x 1k, 118 -> 148 us). A slot also holds its piece's row of the split-KV partials,
-its index in the longest-first list, so that a sequence's partials stay side by side for the
-merge wherever its pieces run.
+benchmarks/results/tiles-h200/plan_cost.txt). When they do not (unequal lengths), the k
+pieces too many make k rows of two: the 2k shortest pieces, the longest of them with the
+shortest, in the first rows, so that they start first (last, a row of two short pieces started
+when the wave freed up and finished well after the rest: H200, 1 x 32k + 69 x 1k, 118 -> 148
+us). A slot also holds its piece's row of the split-KV partials, its index in the longest-first
+list, so that a sequence's partials stay side by side for the merge wherever its pieces run.
 
 A plan holds only device tensors and is rewritten in place, so a CUDA graph captured with one
 replays correctly with any later plan made into the same tensors.
