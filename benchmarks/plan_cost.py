@@ -9,8 +9,9 @@ CUDA-graph replay, microseconds, best of ``--reps``:
 - ``grid``: the launch without a plan ("static"), the planned launch ("planned", on the plan's
   ``grid_rows``: a wave's worth of rows or one per sequence, the empty ones first), and the
   plan made for a grid of exactly its pieces ("exact", which no engine can launch: they are
-  counted on the device; at these equal lengths the same split counts, checked). Each also with the merge launch left out ("-nomerge": the decode
-  kernel alone, whose output is then wrong at more than one split: timed only). Every
+  counted on the device; at these equal lengths the same split counts, checked). Each also
+  with the merge launch left out ("-nomerge": the decode kernel alone, whose output is then
+  wrong at more than one split: timed only). Every
   launch's output is first checked against the launch without a plan.
 - ``order``: the planned decode kernel alone with the plan's pieces in the plan's order (a
   sequence's splits side by side, "seq-major") and rewritten in the order of the launch

@@ -325,10 +325,10 @@ def planned_merge_tile(num_q_heads: int, num_splits: int) -> tuple[int, int]:
     like lengths at the decode grid's batch sizes, so such a batch merges in one tile, all its
     loads in flight together, as the merge without a plan does. A sequence the plan splits
     further loops: beside much shorter ones, or at batch sizes between the grid's (3 like
-    sequences get 22 splits, not 16). At least 4
-    splits a tile, so that a large batch (one split each) with one long sequence in 16 loops 4
-    times. Heads fill MERGE_PARTIALS partials (32 registers a thread at head 128, 4 warps), one
-    head at 64 splits, like the one-tile merge."""
+    sequences get 22 splits, not 16). At least 4 splits a tile, so that a large batch (one
+    split each) with one long sequence in 16 loops 4 times. Heads fill MERGE_PARTIALS partials
+    (32 registers a thread at head 128, 4 warps), one head at 64 splits, like the one-tile
+    merge."""
     rows = max(num_splits, 4)
     heads = max(1, MERGE_PARTIALS // rows)
     return rows, min(next_power_of_2(num_q_heads), heads)
