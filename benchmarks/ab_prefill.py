@@ -6,8 +6,8 @@ is measured before it lands (benchmarks/NOTES.md).
     python benchmarks/ab_prefill.py --version head=/tmp/head.py \\
         --version new=kernels/hopper_prefill.py --geometry llama3-8b --shapes 1x4096,16x512
 
-Each version is a file loaded as a module of the installed package (so its relative imports
-resolve), and its ``launch`` replaces ``hopper_prefill.launch`` while it is timed; the tiles
+Each version is a file loaded as a module of the installed package (``harness.load_version``,
+so its relative imports resolve), and its ``launch`` replaces ``hopper_prefill.launch`` while it is timed; the tiles
 come from ``config.hopper_prefill_tiles`` for all of them, and every version serves every shape
 (``config.short_prefills_on_triton`` is set aside). Every round times every version at every
 shape (sequences x new tokens, causal, over an optional cached prefix); the table gives each
@@ -16,7 +16,6 @@ replay), and the spread (max - min) over the rounds, so drift shows up beside th
 """
 
 import argparse
-import importlib.util
 import statistics
 import sys
 from pathlib import Path
@@ -32,14 +31,6 @@ from flashcore_kernels import config, hopper_prefill  # noqa: E402
 from flashcore_kernels.checks import Variant  # noqa: E402
 
 TRITON = "triton"  # the control: prefill.py, which serves when hopper_prefill.supports says no
-
-
-def load_version(name: str, path: str):
-    """``path`` as the module ``flashcore_kernels.ab_<name>``."""
-    spec = importlib.util.spec_from_file_location(f"flashcore_kernels.ab_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tflops(spec, g, version) -> float:
@@ -96,7 +87,7 @@ def main():
     if not hopper_prefill.supports(torch.device("cuda"), torch.bfloat16, torch.bfloat16,
                                    g.head_dim, g.queries_per_kv, Variant()):
         sys.exit(f"hopper_prefill.py does not serve {g} on this GPU")
-    versions = {name: load_version(name, path)
+    versions = {name: harness.load_version(name, path)
                 for name, path in (v.split("=", 1) for v in args.version)}
     versions[TRITON] = TRITON
     rates = {(name, shape): [] for name in versions for shape in args.shapes}

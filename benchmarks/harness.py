@@ -25,6 +25,7 @@ no support for the variant is skipped with the reason.
 
 import contextlib
 import dataclasses
+import importlib.util
 import itertools
 import math
 import statistics
@@ -304,6 +305,17 @@ def make_runner(name: str, inp: batches.Inputs, g: geometry.Geometry, free_bytes
 
 
 # Timing -----------------------------------------------------------------------------------
+
+def load_version(name: str, path: str):
+    """A version of one of the kernels' files, ``path``, as the module
+    ``flashcore_kernels.ab_<name>`` of the installed package, so that its relative imports
+    resolve and its kernels are its own (how ``ab_prefill.py`` and ``ab_decode.py`` set versions
+    side by side in one process)."""
+    spec = importlib.util.spec_from_file_location(f"flashcore_kernels.ab_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def synchronize(device):
     if device.type == "cuda":

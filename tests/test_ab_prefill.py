@@ -1,5 +1,6 @@
 """benchmarks/ab_prefill.py loads a version of ``kernels/hopper_prefill.py`` from any file as a
-module of the installed package, so its relative imports resolve and its kernel is its own."""
+module of the installed package (``harness.load_version``), so its relative imports resolve and
+its kernel is its own."""
 
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import ab_prefill  # noqa: E402
+import harness  # noqa: E402
 
 from flashcore_kernels import hopper_prefill  # noqa: E402
 
@@ -16,7 +18,7 @@ from flashcore_kernels import hopper_prefill  # noqa: E402
 def test_a_version_from_a_file_is_a_separate_module(tmp_path):
     copy = tmp_path / "older.py"
     copy.write_text((ROOT / "kernels" / "hopper_prefill.py").read_text())
-    version = ab_prefill.load_version("older", str(copy))
+    version = harness.load_version("older", str(copy))
     assert version.__name__ == "flashcore_kernels.ab_older"
     assert version.launch is not hopper_prefill.launch
     assert version.hopper_prefill_kernel is not hopper_prefill.hopper_prefill_kernel
