@@ -9,10 +9,11 @@ is measured before it lands (benchmarks/NOTES.md).
 Each version is a file loaded as a module of the installed package (``harness.load_version``,
 so its relative imports resolve), and its ``launch`` replaces ``hopper_prefill.launch`` while it
 is timed; the tiles come from ``config.hopper_prefill_tiles`` for all of them, and every version
-serves every shape (``config.short_prefills_on_triton`` is set aside). Every round times every version at every
-shape (sequences x new tokens, causal, over an optional cached prefix); the table gives each
-version's median over the rounds in TFLOP/s (bf16, page 16, random page order, CUDA-graph
-replay), and the spread (max - min) over the rounds, so drift shows up beside the difference.
+serves every shape (``config.short_prefills_on_triton`` is set aside). Every round times every
+version at every shape (sequences x new tokens, causal, over an optional cached prefix); the
+table gives each version's median over the rounds in TFLOP/s (bf16, page 16, random page order,
+CUDA-graph replay), and the spread (max - min) over the rounds, so drift shows up beside the
+difference.
 """
 
 import argparse
