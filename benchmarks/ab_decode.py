@@ -57,15 +57,14 @@ def reference_error(runner: harness.KernelRunner, version) -> float:
 
 def decode_us(runner: harness.KernelRunner, version, device) -> float:
     with serving(version):  # (the graph is captured here, with this version's kernels)
-        return 1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100)
+        return ab_decode_plan.us(runner.forward, device)
 
 
 def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, versions: dict,
              rounds: int, device) -> str:
     inp = harness.prepare(spec, g, device=device)
     try:
-        fa = harness.measure_backend("FLASH_ATTN", inp, g, timer="graph", check=False)
-        fa_us = 1e3 * fa["ms"] if fa["status"] == "ok" else float("nan")
+        fa_us = ab_decode_plan.flash_attn_us(label, inp, g)
         runner = harness.KernelRunner(inp, planned=True)
         errors = {name: reference_error(runner, version) for name, version in versions.items()}
         times = {name: [] for name in versions}

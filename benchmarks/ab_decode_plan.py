@@ -37,15 +37,21 @@ def us(fn, device) -> float:
     return 1e3 * harness.time_ms(fn, device, "graph", 25, 100)
 
 
+def flash_attn_us(label: str, inp: batches.Inputs, g: geometry.Geometry) -> float:
+    """FLASH_ATTN's time on the case, in us (NaN, and why, where it did not run)."""
+    fa = harness.measure_backend("FLASH_ATTN", inp, g, timer="graph", check=False)
+    if fa["status"] != "ok":
+        print(f"{label}: FLASH_ATTN {fa['status']}: {fa.get('reason')}", flush=True)
+        return float("nan")
+    return 1e3 * fa["ms"]
+
+
 def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device) -> str:
     inp = harness.prepare(spec, g, device=device)
     try:
         nbytes = batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
                                          inp.query.element_size())
-        fa = harness.measure_backend("FLASH_ATTN", inp, g, timer="graph", check=False)
-        fa_us = 1e3 * fa["ms"] if fa["status"] == "ok" else float("nan")
-        if fa["status"] != "ok":
-            print(f"{label}: FLASH_ATTN {fa['status']}: {fa.get('reason')}", flush=True)
+        fa_us = flash_attn_us(label, inp, g)
         runners = {"unplanned": harness.KernelRunner(inp, planned=False),
                    "planned": harness.KernelRunner(inp, planned=True)}
         errors = {}
