@@ -197,10 +197,10 @@ def _large_group_tile(queries_per_kv: int, shared_memory: int) -> bool:
 
 def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
                  dtype: torch.dtype = torch.bfloat16, cache_dtype: torch.dtype | None = None,
-                 shared_memory: int = HOPPER_SHARED_MEMORY) -> TileConfig:
+                 shared_memory: int = HOPPER_SHARED_MEMORY, planned: bool = False) -> TileConfig:
     """Tiles of the kernel that serves single-token queries: one program per KV head holds
     all of that head's query heads (tl.dot needs at least 16 rows). ``cache_dtype`` is the KV
-    cache's when it differs from ``dtype`` (fp8)."""
+    cache's when it differs from ``dtype`` (fp8); ``planned``: the launch runs a decode plan."""
     rows = max(16, next_power_of_2(queries_per_kv))
     # An fp8 cache under a 16-bit query: products in fp16 (a float32 query keeps its own).
     fp16_products = cache_dtype == torch.float8_e4m3fn and dtype != torch.float32
@@ -229,8 +229,13 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # Products in fp16 there (e4m3 converts to fp16 in a quarter of the instructions it
         # takes to bf16): fp8 64x8k 2.65 -> 2.82 TB/s, 0.94x -> 0.99x FA3
         # (benchmarks/results/tiles-h200/ab_fp8_fp16_products.txt).
+        # With a plan, ptxas gives this kernel (twice the code: two slots a row) 255 registers;
+        # held to the unplanned one's 208 (both two programs an SM), it spills nothing and fp8
+        # 64x8k / 256x8k / 128x2k went 396.5 -> 385.1 / 1555 -> 1512 / 210.6 -> 205.1 us
+        # (0.968x -> 0.997x FA3 at 64x8k); the same cap made the unplanned kernel 1.5% slower
+        # (tiles-h200/ab_fp8_register_cap.txt).
         return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=2,
-                          fp16_products=fp16_products)
+                          fp16_products=fp16_products, maxnreg=208 if planned else None)
     if fp16_products:
         # Split fp8 decodes: fp16 products too, held to the 128 registers of four programs an
         # SM, the occupancy num_kv_splits plans for. Unbounded they take 149 registers, 3
@@ -322,16 +327,20 @@ def planned_merge_tile(num_q_heads: int, num_splits: int) -> tuple[int, int]:
     """(splits, query heads) of one tile of the planned merge (decode.merge_planned).
 
     ``num_splits`` is the shape rule's count (``num_kv_splits``), which the plan gives a batch of
-    like lengths at the decode grid's batch sizes, so such a batch merges in one tile, all its
-    loads in flight together, as the merge without a plan does. A sequence the plan splits
-    further loops: beside much shorter ones, or at batch sizes between the grid's (3 like
-    sequences get 22 splits, not 16). At least 4 splits a tile, so that a large batch (one
-    split each) with one long sequence in 16 loops 4 times. Heads fill MERGE_PARTIALS partials
-    (32 registers a thread at head 128, 4 warps), one head at 64 splits, like the one-tile
-    merge."""
+    like lengths at the decode grid's batch sizes. The tile holds twice that count (at least 4
+    first, so that a large batch of one split each with one long sequence in 16 takes two
+    passes), with the heads of that count alone: MERGE_PARTIALS partials (32 registers a thread
+    at head 128, 4 warps), one head at 64 splits. A sequence split more than the tile holds
+    loops, all the tile's loads in flight together each pass; at the rule's own count the second
+    half is masked off and loads nothing. Twice, because the plan splits further than the rule:
+    3 like sequences get 22 splits, not 16, and a long decode beside short ones many more.
+    H200, bf16, Llama-3-8B heads, graph replay, us, the tile of the count alone against twice it,
+    interleaved (tiles-h200/ab_decode.txt run 1): 3 x 8k 34.3 -> 33.5, 12 x 8k 103.3 -> 101.9,
+    1 x 32k + 7 x 1k 51.8 -> 49.9, 1 x 128k + 31 x 2k 201.6 -> 196.3, 1 x 32k + 69 x 1k
+    118.1 -> 115.3; 8 x 8k and 64 x 8k unchanged (70.0, 489)."""
     rows = max(num_splits, 4)
     heads = max(1, MERGE_PARTIALS // rows)
-    return rows, min(next_power_of_2(num_q_heads), heads)
+    return 2 * rows, min(next_power_of_2(num_q_heads), heads)
 
 
 def merge_one_tile(num_splits: int) -> bool:

@@ -275,8 +275,9 @@ def merge_planned(partial_out, partial_lse, num_splits, first_row, q_head, num_q
                   SPLIT_ROWS: tl.constexpr, BLOCK_H: tl.constexpr):
     """The merge of a planned sequence of ``num_splits`` splits, whose partials start at row
     ``first_row``: they come in tiles of SPLIT_ROWS splits x BLOCK_H heads
-    (config.planned_merge_tile; one tile holds every split of a batch of like lengths), each
-    folded into a running softmax, so a sequence split more than the tile holds costs a loop."""
+    (config.planned_merge_tile; one tile holds every split of a batch of like lengths, and of
+    most the plan splits further), each folded into a running softmax, so a sequence split more
+    than the tile holds costs a loop."""
     first = first_row.to(tl.int64)
     head_valid = q_head < num_q_heads
     offs_s = tl.arange(0, SPLIT_ROWS)

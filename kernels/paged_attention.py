@@ -173,7 +173,8 @@ def _launch_decode(*, query, out, k_cache, v_cache, block_table, cu_seqlens_q, s
     num_kv_heads = k_cache.shape[1]
     # With a plan, num_splits still picks the tiles: the count a batch of like lengths gets.
     tiles = config.decode_tiles(head_dim, queries_per_kv, num_splits, query.dtype, k_cache.dtype,
-                                config.shared_memory_per_block(query.device))
+                                config.shared_memory_per_block(query.device),
+                                planned=plan is not None)
     if plan is not None:
         rows = plan.capacity(num_seqs)
         grid = (plan.grid_rows(num_seqs) * num_kv_heads, 1)

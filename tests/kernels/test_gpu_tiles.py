@@ -80,6 +80,28 @@ def test_gpu_fp8_decode_tiles_match_reference(device, monkeypatch, dtype, splits
     assert_matches_reference("fp8 decode tiles (vs fp8 reference)", out, ref_fp8)
 
 
+def test_gpu_fp8_planned_decode_tile_matches_reference(device, monkeypatch):
+    """With a decode plan the whole-sequence fp8 tile holds its registers to 208 (the launch
+    without a plan leaves them to ptxas), and the planned kernel under that rule is right."""
+    gpu_rules(monkeypatch)
+    fp8 = torch.float8_e4m3fn
+    assert config.decode_tiles(128, 4, 1, torch.bfloat16, fp8, planned=True).maxnreg == 208
+    assert config.decode_tiles(128, 4, 1, torch.bfloat16, fp8).maxnreg is None
+    batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=128,
+                       dtype=torch.float16, device=device)
+    plan = fk.DecodePlan.allocate(2, 2, 4, device, wave=4)  # a row a sequence: one split each
+    plan.update(batch.cu_seqlens_q, batch.seq_lens, 2)
+    assert plan.seq_splits[:2].tolist() == [1, 1]
+    k_scale, v_scale = heads_tensor([0.02], device), heads_tensor([0.015], device)
+    cache = fp8_cache_like(batch, k_scale, v_scale)
+    args = (batch.query, cache, batch.cu_seqlens_q, batch.seq_lens, batch.block_table)
+    out = batch.poisoned_out()
+    fk.paged_attention(*args, max_query_len=1, out=out, k_scale=k_scale, v_scale=v_scale,
+                       num_kv_splits=1, decode_plan=plan)
+    ref_fp8 = fk.paged_attention_reference(*args, k_scale=k_scale, v_scale=v_scale)
+    assert_matches_reference("planned fp8 decode tile (vs fp8 reference)", out, ref_fp8)
+
+
 def test_fp8_decode_rules_leave_float32_queries_their_products(monkeypatch):
     """fp16 products, and the split tile's register cap that comes with them, are for 16-bit
     queries; a float32 query over an fp8 cache keeps the bf16-cache tiles' float32 products."""
