@@ -230,10 +230,10 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # takes to bf16): fp8 64x8k 2.65 -> 2.82 TB/s, 0.94x -> 0.99x FA3
         # (benchmarks/results/tiles-h200/ab_fp8_fp16_products.txt).
         # With a plan, ptxas gives this kernel (twice the code: two slots a row) 255 registers;
-        # held to the unplanned one's 208 (both two programs an SM), it spills nothing and fp8
-        # 64x8k / 256x8k / 128x2k went 396.5 -> 385.1 / 1555 -> 1512 / 210.6 -> 205.1 us
-        # (0.968x -> 0.997x FA3 at 64x8k); the same cap made the unplanned kernel 1.5% slower
-        # (tiles-h200/ab_fp8_register_cap.txt).
+        # held to 208, about the unplanned one's 207 (both two programs an SM), it spills
+        # nothing and fp8 64x8k / 256x8k / 128x2k went 396.5 -> 385.1 / 1555 -> 1512 /
+        # 210.6 -> 205.1 us (0.968x -> 0.997x FA3 at 64x8k); the same cap made the unplanned
+        # kernel 1.5% slower (tiles-h200/ab_fp8_register_cap.txt).
         return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=2,
                           fp16_products=fp16_products, maxnreg=208 if planned else None)
     if fp16_products:

@@ -85,8 +85,14 @@ def test_gpu_fp8_planned_decode_tile_matches_reference(device, monkeypatch):
     without a plan leaves them to ptxas), and the planned kernel under that rule is right."""
     gpu_rules(monkeypatch)
     fp8 = torch.float8_e4m3fn
-    assert config.decode_tiles(128, 4, 1, torch.bfloat16, fp8, planned=True).maxnreg == 208
     assert config.decode_tiles(128, 4, 1, torch.bfloat16, fp8).maxnreg is None
+    chosen, rule = [], config.decode_tiles
+
+    def recorded(*args, **kwargs):  # the launcher's tiles: the plan must reach the rule
+        chosen.append(rule(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(config, "decode_tiles", recorded)
     batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=128,
                        dtype=torch.float16, device=device)
     plan = fk.DecodePlan.allocate(2, 2, 4, device, wave=4)  # a row a sequence: one split each
@@ -98,6 +104,7 @@ def test_gpu_fp8_planned_decode_tile_matches_reference(device, monkeypatch):
     out = batch.poisoned_out()
     fk.paged_attention(*args, max_query_len=1, out=out, k_scale=k_scale, v_scale=v_scale,
                        num_kv_splits=1, decode_plan=plan)
+    assert [(t.block_n, t.maxnreg) for t in chosen] == [(128, 208)]
     ref_fp8 = fk.paged_attention_reference(*args, k_scale=k_scale, v_scale=v_scale)
     assert_matches_reference("planned fp8 decode tile (vs fp8 reference)", out, ref_fp8)
 
