@@ -10,8 +10,8 @@ Each version is a file loaded as a module of the installed package (``harness.lo
 its ``decode_kernel`` and ``merge_splits_kernel`` serve the launcher while it runs, everything
 else (the plan, the tiles, the launch) is the installed package's. The launch is the engine's:
 a decode plan made once for the batch, outside the timing (a lone sequence runs without one).
-The cases are ``ab_decode_plan.py``'s (Llama-3-8B heads, bf16, page 16, random page order,
-CUDA-graph replay). Every round times every version on the case, one after the other, so that
+The cases and their options (``--geometry``, ``--fp8``) are ``ab_decode_plan.py``'s (Llama-3-8B
+heads, bf16, page 16, random page order, CUDA-graph replay, unless those options say otherwise). Every round times every version on the case, one after the other, so that
 a drift of the machine shows up as spread rather than as a difference; the table gives each
 version's median over the rounds in us, the spread (max - min), FA3's time over it, and its
 largest error against the float64 reference.
@@ -87,24 +87,20 @@ def main(argv=None) -> int:
                    help="a version of kernels/decode.py (repeat for each)")
     p.add_argument("--cases", required=True, help="comma list of ab_decode_plan.py's labels")
     p.add_argument("--rounds", type=int, default=3)
+    ab_decode_plan.add_case_options(p)
     args = p.parse_args(argv)
+    g, chosen = ab_decode_plan.chosen_cases(p, args)
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
-    known = ab_decode_plan.cases()
-    labels = [c for c in args.cases.split(",") if c]
-    unknown = [c for c in labels if c not in known]
-    if unknown:
-        p.error(f"unknown cases {unknown}; choose from {', '.join(known)}")
     versions = {name: harness.load_version(name, path)
                 for name, path in (v.split("=", 1) for v in args.version)}
     device = torch.device("cuda")
-    g = geometry.get("llama3-8b")
-    print(f"{torch.cuda.get_device_name(device)}, {g.name}; us, median (spread) of "
-          f"{args.rounds} rounds, FA3 / it, largest error")
+    print(f"{torch.cuda.get_device_name(device)}, {g.name}{' fp8' if args.fp8 else ''}; us, "
+          f"median (spread) of {args.rounds} rounds, FA3 / it, largest error")
     print("| case | FA3 | " + " | ".join(versions) + " |")
     print("|---|---|" + "---|" * len(versions), flush=True)
-    for label in labels:
-        print(run_case(label, known[label], g, versions, args.rounds, device), flush=True)
+    for label, spec in chosen.items():
+        print(run_case(label, spec, g, versions, args.rounds, device), flush=True)
     return 0
 
 

@@ -2,9 +2,11 @@
 same inputs in one process: batches of unequal lengths (grids.uneven) and of equal ones.
 
     python benchmarks/ab_decode_plan.py
-    python benchmarks/ab_decode_plan.py --cases "decode 1x32768+69x1024,64x8192"
+    python benchmarks/ab_decode_plan.py --cases "1x32768+69x1024,64x8192"
+    python benchmarks/ab_decode_plan.py --geometry mqa --fp8 --cases "64x8192"
 
-Llama-3-8B heads, bf16, page 16, random page order, CUDA-graph replay; "unplanned" gives every
+Llama-3-8B heads unless ``--geometry`` names others, bf16 (an e4m3 cache with ``--fp8``), page
+16, random page order, CUDA-graph replay; "unplanned" gives every
 decode config.num_kv_splits's count, "planned" is the launch the engine makes (plan made once,
 outside the timing, as the builder does before a step). Each launcher is timed twice,
 alternating. Also prints the plan's own time (one launch a step, not a layer), the split counts
@@ -12,6 +14,7 @@ it chose, and each output's largest error against the float64 reference.
 """
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,10 +30,30 @@ EQUAL = ((1, 8192), (1, 32768), (3, 8192), (8, 8192), (12, 8192), (32, 8192), (6
          (256, 512), (128, 2048), (64, 8192), (256, 8192), (64, 32768), (128, 32768))
 
 
-def cases() -> dict:
-    found = {spec.label.removeprefix("decode "): spec for _, spec in grids.uneven()}
-    found.update({f"{b}x{c}": batches.decode_batch(b, c) for b, c in EQUAL})
+def cases(variant: batches.Variant = batches.Variant()) -> dict:
+    """The cases by label ("64x8192", "1x32768+69x1024"), each run with ``variant``."""
+    found = {spec.label.removeprefix("decode "): dataclasses.replace(spec, variant=variant)
+             for _, spec in grids.uneven()}
+    found.update({f"{b}x{c}": batches.decode_batch(b, c, variant) for b, c in EQUAL})
     return found
+
+
+def add_case_options(p: argparse.ArgumentParser) -> None:
+    """The options that pick the cases, shared with ab_decode.py."""
+    p.add_argument("--geometry", default="llama3-8b", choices=sorted(geometry.GEOMETRIES),
+                   help="the attention heads (benchmarks/geometry.py)")
+    p.add_argument("--fp8", action="store_true", help="an e4m3 KV cache (vLLM's 'fp8')")
+
+
+def chosen_cases(p: argparse.ArgumentParser, args) -> tuple:
+    """(geometry, {label: spec}) of the options (``args.cases``: a comma list of labels, all
+    when empty); an unknown label is a usage error."""
+    known = cases(grids.FP8 if args.fp8 else batches.Variant())
+    labels = [c for c in args.cases.split(",") if c] or list(known)
+    unknown = [c for c in labels if c not in known]
+    if unknown:
+        p.error(f"unknown cases {unknown}; choose from {', '.join(known)}")
+    return geometry.get(args.geometry), {label: known[label] for label in labels}
 
 
 def us(fn, device) -> float:
@@ -81,19 +104,16 @@ def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device) 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", default="", help="comma list of labels (default: all)")
+    add_case_options(p)
     args = p.parse_args(argv)
+    g, chosen = chosen_cases(p, args)
     if not torch.cuda.is_available():
         sys.exit("needs a CUDA GPU")
     device = torch.device("cuda")
-    g = geometry.get("llama3-8b")
-    known = cases()
-    labels = [c for c in args.cases.split(",") if c] or list(known)
-    unknown = [c for c in labels if c not in known]
-    if unknown:
-        p.error(f"unknown cases {unknown}; choose from {', '.join(known)}")
-    print(f"{torch.cuda.get_device_name(device)}, {g.name}", flush=True)
-    for label in labels:
-        print(run_case(label, known[label], g, device), flush=True)
+    print(f"{torch.cuda.get_device_name(device)}, {g.name}{' fp8' if args.fp8 else ''}",
+          flush=True)
+    for label, spec in chosen.items():
+        print(run_case(label, spec, g, device), flush=True)
     return 0
 
 

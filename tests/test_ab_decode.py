@@ -1,6 +1,7 @@
 """benchmarks/ab_decode.py runs versions of ``kernels/decode.py`` side by side: each loaded from
 its own file, its decode and merge kernels serving the launcher only inside ``serving``."""
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import ab_decode  # noqa: E402
+import ab_decode_plan  # noqa: E402
 import batches  # noqa: E402
 import geometry  # noqa: E402
 import harness  # noqa: E402
@@ -68,3 +70,22 @@ def test_refuses_to_run_without_a_gpu(monkeypatch):
     monkeypatch.setattr(ab_decode.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         ab_decode.main(["--version", "x=kernels/decode.py", "--cases", "8x8192"])
+
+
+def test_case_options_pick_the_heads_and_the_cache(monkeypatch, capsys):
+    """``--geometry`` and ``--fp8`` reach every case, the uneven ones too; an unknown label is
+    refused by name before any GPU is asked for."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", default="")
+    ab_decode_plan.add_case_options(parser)
+    args = parser.parse_args(["--geometry", "mqa", "--fp8", "--cases", "1x32768+7x1024,64x8192"])
+    g, chosen = ab_decode_plan.chosen_cases(parser, args)
+    assert g.name == "mqa" and list(chosen) == ["1x32768+7x1024", "64x8192"]
+    assert all(spec.variant.fp8 for spec in chosen.values())
+    assert chosen["64x8192"].seq_lens == (8192,) * 64
+    _, every = ab_decode_plan.chosen_cases(parser, parser.parse_args([]))
+    assert not any(spec.variant.fp8 for spec in every.values()) and "3x8192" in every
+    monkeypatch.setattr(ab_decode.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        ab_decode.main(["--version", "x=kernels/decode.py", "--cases", "8x8192,8x9999"])
+    assert "unknown cases ['8x9999']" in capsys.readouterr().err
