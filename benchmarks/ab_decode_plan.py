@@ -6,14 +6,18 @@ same inputs in one process: batches of unequal lengths (grids.uneven) and of equ
     python benchmarks/ab_decode_plan.py --geometry mqa --fp8 --cases "64x8192"
 
 Llama-3-8B heads unless ``--geometry`` names others, bf16 (an e4m3 cache with ``--fp8``), page
-16, random page order, CUDA-graph replay; "unplanned" gives every
-decode config.num_kv_splits's count, "planned" is the launch the engine makes (plan made once,
-outside the timing, as the builder does before a step). Each launcher is timed twice,
-alternating. Also prints the plan's own time (one launch a step, not a layer), the split counts
-it chose, and each output's largest error against the float64 reference.
+16, random page order, CUDA-graph replay; "unplanned" gives every decode config.num_kv_splits's
+count, "planned" is the launch the engine makes (plan made once, outside the timing, as the
+builder does before a step), and with ``--planned-maxnreg N`` "planned@N" the same with its
+decode kernel held to N registers a thread. Each launcher is timed twice, alternating. Also
+prints the plan's own time (one launch a step, not a layer), the split counts it chose, and
+each output's largest error against the float64 reference.
+
+    python benchmarks/ab_decode_plan.py --geometry gqa-7to1 --planned-maxnreg 128
 """
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -25,6 +29,8 @@ import batches  # noqa: E402
 import geometry  # noqa: E402
 import grids  # noqa: E402
 import harness  # noqa: E402
+
+from flashcore_kernels import config  # noqa: E402
 
 EQUAL = ((1, 8192), (1, 32768), (3, 8192), (8, 8192), (12, 8192), (32, 8192), (64, 512),
          (256, 512), (128, 2048), (256, 2048), (64, 8192), (256, 8192), (64, 32768),
@@ -70,23 +76,58 @@ def flash_attn_us(label: str, inp: batches.Inputs, g: geometry.Geometry) -> floa
     return 1e3 * fa["ms"]
 
 
-def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device) -> str:
+@contextlib.contextmanager
+def planned_register_cap(maxnreg: int):
+    """Within the block, the planned decode kernel's tiles hold it to ``maxnreg`` registers a
+    thread where they set no cap of their own (a compiler option: the kernel compiles anew)."""
+    rule = config.decode_tiles
+
+    def capped(*args, planned=False, **kwargs):
+        tiles = rule(*args, planned=planned, **kwargs)
+        if planned and not tiles.maxnreg:
+            tiles = dataclasses.replace(tiles, maxnreg=maxnreg)
+        return tiles
+
+    config.decode_tiles = capped
+    try:
+        yield
+    finally:
+        config.decode_tiles = rule
+
+
+def launches(inp: batches.Inputs, maxnreg: int | None) -> dict:
+    """{name: (runner, forward)}: without a plan, with one, and with one under ``maxnreg``."""
+    found = {"unplanned": harness.KernelRunner(inp, planned=False),
+             "planned": harness.KernelRunner(inp, planned=True)}
+    found = {name: (runner, runner.forward) for name, runner in found.items()}
+    if maxnreg:
+        runner = harness.KernelRunner(inp, planned=True)
+
+        def capped_forward():
+            with planned_register_cap(maxnreg):
+                runner.forward()
+
+        found[f"planned@{maxnreg}"] = (runner, capped_forward)
+    return found
+
+
+def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device,
+             maxnreg: int | None = None) -> str:
     inp = harness.prepare(spec, g, device=device)
     try:
         nbytes = batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
                                          inp.query.element_size())
         fa_us = flash_attn_us(label, inp, g)
-        runners = {"unplanned": harness.KernelRunner(inp, planned=False),
-                   "planned": harness.KernelRunner(inp, planned=True)}
+        runners = launches(inp, maxnreg)
         errors = {}
-        for name, runner in runners.items():
-            runner.forward()
+        for name, (runner, forward) in runners.items():
+            forward()
             errors[name] = batches.reference_error(inp, runner.cache, runner.output)
         times = {name: [] for name in runners}
         for _ in range(2):
-            for name, runner in runners.items():
-                times[name].append(us(runner.forward, device))
-        plan = runners["planned"].decode_plan
+            for name, (_, forward) in runners.items():
+                times[name].append(us(forward, device))
+        plan = runners["planned"][0].decode_plan
         plan_us = us(lambda: plan.update(inp.query_start_loc, inp.seq_lens, spec.num_reqs), device)
         splits = plan.seq_splits[:spec.num_reqs].tolist()
     finally:
@@ -96,8 +137,10 @@ def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device) 
     cells = [f"FA3 {fa_us:.1f} us ({rate(fa_us):.2f} TB/s)"]
     cells += [f"{name} " + "/".join(f"{t:.1f}" for t in times[name])
               + f" ({rate(best[name]):.2f}; FA3/it {fa_us / best[name]:.3f})" for name in times]
-    cells += [f"planned/unplanned {best['unplanned'] / best['planned']:.3f}",
-              f"plan {plan_us:.1f} us, splits {min(splits)}..{max(splits)}",
+    cells += [f"planned/unplanned {best['unplanned'] / best['planned']:.3f}"]
+    cells += [f"{name}/planned {best['planned'] / best[name]:.3f}" for name in best
+              if name.startswith("planned@")]
+    cells += [f"plan {plan_us:.1f} us, splits {min(splits)}..{max(splits)}",
               "err " + " ".join(f"{name} {e:.1e}" for name, e in errors.items())]
     return f"{label}: " + " | ".join(cells)
 
@@ -105,6 +148,8 @@ def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device) 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", default="", help="comma list of labels (default: all)")
+    p.add_argument("--planned-maxnreg", type=int, metavar="N",
+                   help="also time the planned launch with its kernel held to N registers")
     add_case_options(p)
     args = p.parse_args(argv)
     g, chosen = chosen_cases(p, args)
@@ -114,7 +159,7 @@ def main(argv=None) -> int:
     print(f"{torch.cuda.get_device_name(device)}, {g.name}{' fp8' if args.fp8 else ''}",
           flush=True)
     for label, spec in chosen.items():
-        print(run_case(label, spec, g, device), flush=True)
+        print(run_case(label, spec, g, device, args.planned_maxnreg), flush=True)
     return 0
 
 

@@ -1,0 +1,61 @@
+"""benchmarks/ab_decode_plan.py's register cap: it holds the planned decode kernel alone, only
+within its block, and the launch it times under the cap is the planned one, right."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import ab_decode_plan  # noqa: E402
+import batches  # noqa: E402
+import geometry  # noqa: E402
+
+from flashcore_kernels import config  # noqa: E402
+from flashcore_kernels.reference import TOLERANCE  # noqa: E402
+
+FP8 = torch.float8_e4m3fn
+
+
+def test_the_cap_holds_the_planned_kernel_only_within_its_block(monkeypatch):
+    monkeypatch.setattr(config, "interpreting", lambda: False)  # the GPU's tile rules
+    with ab_decode_plan.planned_register_cap(128):
+        assert config.decode_tiles(128, 7, 1, planned=True).maxnreg == 128
+        assert config.decode_tiles(128, 7, 1).maxnreg is None
+        # a tile that sets its own cap keeps it
+        assert config.decode_tiles(128, 4, 1, torch.bfloat16, FP8, planned=True).maxnreg == 208
+    assert config.decode_tiles(128, 7, 1, planned=True).maxnreg is None
+
+
+class RecordingLaunch:
+    """Stands in for ``kernel``: launches it as given, noting each launch's register cap."""
+
+    def __init__(self, kernel):
+        self.kernel, self.caps = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.caps.append(kwargs.get("maxnreg"))
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+def test_the_capped_launch_is_the_planned_one(monkeypatch):
+    launcher = importlib.import_module("flashcore_kernels.paged_attention")
+    decode = RecordingLaunch(launcher.decode_kernel)
+    monkeypatch.setattr(launcher, "decode_kernel", decode)
+    g = geometry.get("tiny")
+    spec = batches.uneven_decode_batch([300, 20, 45], "one long, two short")
+    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
+                              dtype=torch.float16, device="cpu")
+    found = ab_decode_plan.launches(inp, 96)
+    assert list(found) == ["unplanned", "planned", "planned@96"]
+    runner, forward = found["planned@96"]
+    assert runner.decode_plan is not None and max(runner.decode_plan.seq_splits[:3]) > 1
+    runner.update()
+    forward()
+    assert decode.caps == [96]
+    assert batches.reference_error(inp, runner.cache, runner.output) <= TOLERANCE[torch.float16]
+    assert ab_decode_plan.launches(inp, None).keys() == {"unplanned", "planned"}
