@@ -4,12 +4,15 @@ found here, on any machine, instead of as an OutOfResources error on a user's GP
 
     python -m flashcore_kernels.resources [--arch 90]
     python -m flashcore_kernels.resources --loops      # the Hopper prefill kernel's KV loops
+    python -m flashcore_kernels.resources --decode-registers   # decode registers by group
 
 Prints one JSON object per (kernel, dtype, head_dim) with ``shared`` bytes and the limit. With
 ``--loops``, for the Gluon prefill kernel of Hopper (``hopper_prefill.py``): its registers and
 spills (ptxas), the register counts its partitions set (setmaxnreg) and, for each innermost loop
 of its SASS that runs tensor-core products, the order of products, waits and exp2, which shows
-what each consumer issues before it waits.
+what each consumer issues before it waits. With ``--decode-registers``, the decode kernel's
+registers, spills and programs an SM, with and without a decode plan, for several group sizes
+and heads, beside the programs an SM that the split rule and the plan's wave count on.
 Compilation needs the real Triton compiler, so this runs with TRITON_INTERPRET unset (it
 re-executes itself without it when the variable is set).
 """
@@ -30,6 +33,10 @@ from .config import HOPPER_SHARED_MEMORY
 
 # Largest dynamic shared memory per block (bytes), by compute capability.
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: HOPPER_SHARED_MEMORY}
+# Shared memory of one SM, and what the hardware keeps of it for each resident block (bytes).
+SM_SHARED = {80: 167936, 86: 102400, 89: 102400, 90: 233472}
+BLOCK_RESERVED_SHARED = 1024
+SM_REGISTERS = 65536  # 32-bit registers of one SM (every architecture here)
 DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8_e4m3fn": "fp8e4nv"}
 # (model dtype, KV-cache dtype): 16-bit, float32 (four-byte tiles), bf16 over an fp8 cache.
 DTYPE_PAIRS = ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
@@ -65,9 +72,10 @@ def _signature(kernel, pointers: dict, constants: dict):
 
 
 def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int,
-                   queries_per_kv: int, arch: int):
+                   queries_per_kv: int, arch: int, planned: bool = False):
     """The ``kind`` kernel ("prefill", "decode", "decode-split", or "hopper-prefill", the Gluon
-    kernel of sm_90) compiled for ``arch`` with the tiles its launcher picks for this shape."""
+    kernel of sm_90) compiled for ``arch`` with the tiles its launcher picks for this shape;
+    ``planned``: the decode kernel as a decode plan launches it (its pieces, its own tiles)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -75,6 +83,7 @@ def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_di
 
     from . import config, hopper_prefill
     from .decode import decode_kernel
+    from .decode_plan import SPLIT_BITS
     from .prefill import prefill_kernel
 
     ty = "*" + DTYPES[str(dtype).removeprefix("torch.")]
@@ -104,8 +113,11 @@ def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_di
         kernel = decode_kernel
         splits = 8 if kind == "decode-split" else 1
         tiles = config.decode_tiles(head_dim, queries_per_kv, splits, dtype, kv_dtype,
-                                    SHARED_LIMIT[arch])
-        constants.update(NUM_SPLITS=splits, LOOKAHEAD=tiles.lookahead,
+                                    SHARED_LIMIT[arch], planned=planned)
+        if planned:  # the split count comes with each piece, at run time
+            pointers.update(pieces="*i64")
+        constants.update(NUM_SPLITS=0 if planned else splits, SPLIT_BITS=SPLIT_BITS,
+                         LOOKAHEAD=tiles.lookahead,
                          FP16_PRODUCTS=tiles.fp16_products,
                          NUM_KV_HEADS=8)  # Llama-3-8B's; only the program ids depend on it
     constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
@@ -193,6 +205,41 @@ def partition_registers(listing: str) -> list[int]:
                               listing)})
 
 
+def programs_per_sm(compiled, registers: int, arch: int) -> dict:
+    """How many of the kernel's programs one SM holds, by registers (a warp's are allocated in
+    multiples of 256: a thread's count rounded up to 8) and by shared memory."""
+    warp_registers = -(-registers // 8) * 8 * 32
+    by_shared = SM_SHARED[arch] // (compiled.metadata.shared + BLOCK_RESERVED_SHARED)
+    return {"by_registers": SM_REGISTERS // (warp_registers * compiled.metadata.num_warps),
+            "by_shared": by_shared}
+
+
+# The decode kernel's groups (query heads a KV head) and heads that decode_registers_report
+# compiles: Llama-3-8B's group and its neighbours, GQA 7:1, Llama-3-70B's 8, MQA, at head 128;
+# heads 64 (SmolLM2's group of 3) and 256.
+DECODE_SHAPES = ((128, 1), (128, 2), (128, 4), (128, 7), (128, 8), (128, 16), (128, 32),
+                 (64, 3), (64, 4), (256, 2))
+
+
+def decode_registers_report(arch: int = 90, shapes=DECODE_SHAPES):
+    """For each (head size, group) of ``shapes``, bf16, at one split and at several, the decode
+    kernel without a plan and with one: registers, spills, and programs an SM, beside the count
+    the split rule and the plan's wave assume (``config.decode_programs_per_sm``)."""
+    from . import config
+    for head_dim, queries_per_kv in shapes:
+        for kind in ("decode", "decode-split"):
+            for planned in (False, True):
+                compiled = compile_kernel(kind, torch.bfloat16, torch.bfloat16, head_dim,
+                                          queries_per_kv, arch, planned)
+                registers, spills = registers_and_spills(compiled, arch)
+                yield {"kernel": kind, "planned": planned, "head_dim": head_dim,
+                       "queries_per_kv": queries_per_kv, "registers": registers,
+                       "spill_bytes": spills, "shared": compiled.metadata.shared,
+                       **programs_per_sm(compiled, registers, arch),
+                       "wave_counts": config.decode_programs_per_sm(queries_per_kv,
+                                                                    SHARED_LIMIT[arch])}
+
+
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -240,11 +287,16 @@ def main() -> int:
     p.add_argument("--arch", type=int, default=90, choices=sorted(SHARED_LIMIT))
     p.add_argument("--loops", action="store_true",
                    help="the Hopper prefill kernel's registers, spills and KV loops (sm_90)")
+    p.add_argument("--decode-registers", action="store_true",
+                   help="the decode kernel's registers and programs an SM, with and without a "
+                        "plan, by group size")
     args = p.parse_args()
     if os.environ.get("TRITON_INTERPRET") == "1":
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         return subprocess.run([sys.executable, "-m", __spec__.name, *sys.argv[1:]], env=env).returncode
-    for row in loops_report() if args.loops else report(args.arch):
+    rows = (loops_report() if args.loops else decode_registers_report(args.arch)
+            if args.decode_registers else report(args.arch))
+    for row in rows:
         print(json.dumps(row), flush=True)
     return 0
 

@@ -25,3 +25,21 @@ def test_tiles_fit_shared_memory(arch, configs):
     assert len(rows) == configs, rows
     too_big = [r for r in rows if r["shared"] > r["limit"]]
     assert not too_big, too_big
+
+
+def test_decode_register_report_compiles_the_planned_kernel_too():
+    """``--decode-registers``: the decode kernel with and without a plan, at one split and at
+    several, for GQA 7:1 at head 128; no spills, and the launch without a plan fits the programs
+    an SM that the split rule and the plan's wave count on."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compiler
+    script = ("import json; from flashcore_kernels import resources\n"
+              "for row in resources.decode_registers_report(90, ((128, 7),)):\n"
+              "    print(json.dumps(row))")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["kernel"], r["planned"]) for r in rows] == [
+        ("decode", False), ("decode", True), ("decode-split", False), ("decode-split", True)]
+    assert all(r["registers"] > 0 and r["spill_bytes"] == 0 for r in rows), rows
+    assert all(r["by_registers"] >= r["wave_counts"] for r in rows if not r["planned"]), rows
