@@ -1,7 +1,8 @@
 """Every launch configuration in config.py compiles for the GPU it is tuned for (Hopper, sm_90),
 and the compact ones for GPUs with less shared memory (sm_86), and fits that shared memory. The
 kernels are compiled for the architecture with no GPU needed, so a tile change that cannot launch
-fails here, in CI, rather than on a user's GPU."""
+fails here, in CI, rather than on a user's GPU. The decode kernel's registers are checked the
+same way where a rule sets or counts on them."""
 
 import json
 import os
@@ -43,3 +44,18 @@ def test_decode_register_report_compiles_the_planned_kernel_too():
         ("decode", False), ("decode", True), ("decode-split", False), ("decode-split", True)]
     assert all(r["registers"] > 0 and r["spill_bytes"] == 0 for r in rows), rows
     assert all(r["by_registers"] >= r["wave_counts"] for r in rows if not r["planned"]), rows
+
+
+def test_planned_fp8_decode_kernel_holds_its_register_cap_without_spills():
+    """The planned fp8 whole-sequence kernel, left to ptxas, took 255 registers; its tile holds
+    it to 208 (config.decode_tiles), which must not cost spills."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compiler
+    script = ("import torch; from flashcore_kernels import resources\n"
+              "k = resources.compile_kernel('decode', torch.bfloat16, torch.float8_e4m3fn, 128, 4,"
+              " 90, planned=True)\n"
+              "print(*resources.registers_and_spills(k, 90))")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    registers, spills = map(int, proc.stdout.split())
+    assert registers <= 208 and spills == 0, (registers, spills)
