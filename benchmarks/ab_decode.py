@@ -11,10 +11,11 @@ its ``decode_kernel`` and ``merge_splits_kernel`` serve the launcher while it ru
 else (the plan, the tiles, the launch) is the installed package's. The launch is the engine's:
 a decode plan made once for the batch, outside the timing (a lone sequence runs without one).
 The cases and their options (``--geometry``, ``--fp8``) are ``ab_decode_plan.py``'s (Llama-3-8B
-heads, bf16, page 16, random page order, CUDA-graph replay, unless those options say otherwise). Every round times every version on the case, one after the other, so that
-a drift of the machine shows up as spread rather than as a difference; the table gives each
-version's median over the rounds in us, the spread (max - min), FA3's time over it, and its
-largest error against the float64 reference.
+heads, bf16, page 16, random page order, CUDA-graph replay, unless those options say
+otherwise). Every round times every version on the case, one after the other, so that a drift
+of the machine shows up as spread rather than as a difference; the table gives each version's
+median over the rounds in us, the spread (max - min), FA3's time over it, and its largest
+error against the float64 reference.
 """
 
 import argparse

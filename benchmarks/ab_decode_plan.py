@@ -97,9 +97,10 @@ def planned_register_cap(maxnreg: int):
 
 def launches(inp: batches.Inputs, maxnreg: int | None) -> dict:
     """{name: (runner, forward)}: without a plan, with one, and with one under ``maxnreg``."""
-    found = {"unplanned": harness.KernelRunner(inp, planned=False),
-             "planned": harness.KernelRunner(inp, planned=True)}
-    found = {name: (runner, runner.forward) for name, runner in found.items()}
+    found = {}
+    for name, planned in (("unplanned", False), ("planned", True)):
+        runner = harness.KernelRunner(inp, planned=planned)
+        found[name] = (runner, runner.forward)
     if maxnreg:
         runner = harness.KernelRunner(inp, planned=True)
 

@@ -294,8 +294,12 @@ def main() -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         return subprocess.run([sys.executable, "-m", __spec__.name, *sys.argv[1:]], env=env).returncode
-    rows = (loops_report() if args.loops else decode_registers_report(args.arch)
-            if args.decode_registers else report(args.arch))
+    if args.loops:
+        rows = loops_report()
+    elif args.decode_registers:
+        rows = decode_registers_report(args.arch)
+    else:
+        rows = report(args.arch)
     for row in rows:
         print(json.dumps(row), flush=True)
     return 0

@@ -29,14 +29,17 @@ def version_of(tmp_path, name: str, text: str):
     return harness.load_version(name, str(path))
 
 
-def planned_runner(dtype=torch.float16) -> harness.KernelRunner:
+def split_batch(dtype=torch.float16) -> batches.Inputs:
     """A batch the plan splits (a long decode beside short ones), on the CPU's small wave, so
     the merge runs; tiny heads, so the interpreter is quick."""
     g = geometry.get("tiny")
     spec = batches.uneven_decode_batch([300, 20, 45], "one long, two short")
-    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, dtype=dtype,
-                              device="cpu")
-    runner = harness.KernelRunner(inp, planned=True)
+    return batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, dtype=dtype,
+                               device="cpu")
+
+
+def planned_runner(dtype=torch.float16) -> harness.KernelRunner:
+    runner = harness.KernelRunner(split_batch(dtype), planned=True)
     runner.update()  # the batch's own K/V into the cache, as a step writes them first
     assert max(runner.decode_plan.seq_splits[:3].tolist()) > 1
     return runner

@@ -11,10 +11,11 @@ ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import ab_decode_plan  # noqa: E402
 import batches  # noqa: E402
-import geometry  # noqa: E402
 
 from flashcore_kernels import config  # noqa: E402
 from flashcore_kernels.reference import TOLERANCE  # noqa: E402
+
+from .test_ab_decode import split_batch  # noqa: E402
 
 FP8 = torch.float8_e4m3fn
 
@@ -46,10 +47,7 @@ def test_the_capped_launch_is_the_planned_one(monkeypatch):
     launcher = importlib.import_module("flashcore_kernels.paged_attention")
     decode = RecordingLaunch(launcher.decode_kernel)
     monkeypatch.setattr(launcher, "decode_kernel", decode)
-    g = geometry.get("tiny")
-    spec = batches.uneven_decode_batch([300, 20, 45], "one long, two short")
-    inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
-                              dtype=torch.float16, device="cpu")
+    inp = split_batch()
     found = ab_decode_plan.launches(inp, 96)
     assert list(found) == ["unplanned", "planned", "planned@96"]
     runner, forward = found["planned@96"]

@@ -12,17 +12,23 @@ import sys
 import pytest
 
 
+def with_real_compiler(*argv: str) -> str:
+    """The output of ``python *argv`` run with Triton's compiler, not its interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
 # prefill, decode, decode-split x bf16, fp32 (and bf16 over fp8 where the architecture has
 # fp8) x the head sizes of each tile rule; on sm_90 also the Gluon prefill kernel, fp16 and bf16
 # at heads 64, 128 and 256
 @pytest.mark.parametrize("arch, configs", [(90, 3 * 3 * 3 + 2 * 3), (86, 3 * 2 * 3)])
 def test_tiles_fit_shared_memory(arch, configs):
     """Hopper's tiles, and the compact ones of GPUs with 99 KB of shared memory per block."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compiler
-    proc = subprocess.run([sys.executable, "-m", "flashcore_kernels.resources", "--arch", str(arch)],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    stdout = with_real_compiler("-m", "flashcore_kernels.resources", "--arch", str(arch))
+    rows = [json.loads(line) for line in stdout.splitlines()]
     assert len(rows) == configs, rows
     too_big = [r for r in rows if r["shared"] > r["limit"]]
     assert not too_big, too_big
@@ -32,14 +38,10 @@ def test_decode_register_report_compiles_the_planned_kernel_too():
     """``--decode-registers``: the decode kernel with and without a plan, at one split and at
     several, for GQA 7:1 at head 128; no spills, and the launch without a plan fits the programs
     an SM that the split rule and the plan's wave count on."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compiler
-    script = ("import json; from flashcore_kernels import resources\n"
-              "for row in resources.decode_registers_report(90, ((128, 7),)):\n"
-              "    print(json.dumps(row))")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    stdout = with_real_compiler("-c", "import json; from flashcore_kernels import resources\n"
+                                "for row in resources.decode_registers_report(90, ((128, 7),)):\n"
+                                "    print(json.dumps(row))")
+    rows = [json.loads(line) for line in stdout.splitlines()]
     assert [(r["kernel"], r["planned"]) for r in rows] == [
         ("decode", False), ("decode", True), ("decode-split", False), ("decode-split", True)]
     assert all(r["registers"] > 0 and r["spill_bytes"] == 0 for r in rows), rows
@@ -49,13 +51,10 @@ def test_decode_register_report_compiles_the_planned_kernel_too():
 def test_planned_fp8_decode_kernel_holds_its_register_cap_without_spills():
     """The planned fp8 whole-sequence kernel, left to ptxas, took 255 registers; its tile holds
     it to 208 (config.decode_tiles), which must not cost spills."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # real compiler
-    script = ("import torch; from flashcore_kernels import resources\n"
-              "k = resources.compile_kernel('decode', torch.bfloat16, torch.float8_e4m3fn, 128, 4,"
-              " 90, planned=True)\n"
-              "print(*resources.registers_and_spills(k, 90))")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    registers, spills = map(int, proc.stdout.split())
+    stdout = with_real_compiler(
+        "-c", "import torch; from flashcore_kernels import resources\n"
+        "k = resources.compile_kernel('decode', torch.bfloat16, torch.float8_e4m3fn, 128, 4, 90,"
+        " planned=True)\n"
+        "print(*resources.registers_and_spills(k, 90))")
+    registers, spills = map(int, stdout.split())
     assert registers <= 208 and spills == 0, (registers, spills)
