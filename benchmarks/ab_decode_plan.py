@@ -9,11 +9,12 @@ Llama-3-8B heads unless ``--geometry`` names others, bf16 (an e4m3 cache with ``
 16, random page order, CUDA-graph replay; "unplanned" gives every decode config.num_kv_splits's
 count, "planned" is the launch the engine makes (plan made once, outside the timing, as the
 builder does before a step), and with ``--planned-maxnreg N`` "planned@N" the same with its
-decode kernel held to N registers a thread. Each launcher is timed twice, alternating. Also
-prints the plan's own time (one launch a step, not a layer), the split counts it chose, and
-each output's largest error against the float64 reference.
+decode kernel held to N registers a thread (in place of its tiles' cap; 255 lifts it). Each
+launcher is timed twice, alternating. Also prints the plan's own time (one launch a step, not a
+layer), the split counts it chose, and each output's largest error against the float64
+reference.
 
-    python benchmarks/ab_decode_plan.py --geometry gqa-7to1 --planned-maxnreg 128
+    python benchmarks/ab_decode_plan.py --geometry gqa-7to1 --planned-maxnreg 255
 """
 
 import argparse
@@ -32,7 +33,8 @@ import harness  # noqa: E402
 
 from flashcore_kernels import config  # noqa: E402
 
-EQUAL = ((1, 8192), (1, 32768), (3, 8192), (8, 8192), (12, 8192), (32, 8192), (64, 512),
+EQUAL = ((1, 512), (1, 8192), (1, 32768), (3, 8192), (8, 512), (8, 2048), (8, 8192), (12, 8192),
+         (32, 8192), (64, 512),
          (256, 512), (128, 2048), (256, 2048), (64, 8192), (256, 8192), (64, 32768),
          (128, 32768))
 
@@ -79,14 +81,13 @@ def flash_attn_us(label: str, inp: batches.Inputs, g: geometry.Geometry) -> floa
 @contextlib.contextmanager
 def planned_register_cap(maxnreg: int):
     """Within the block, the planned decode kernel's tiles hold it to ``maxnreg`` registers a
-    thread where they set no cap of their own (a compiler option: the kernel compiles anew)."""
+    thread, in place of any cap of their own (a compiler option: the kernel compiles anew; 255,
+    the most a thread can have, times it uncapped)."""
     rule = config.decode_tiles
 
     def capped(*args, planned=False, **kwargs):
         tiles = rule(*args, planned=planned, **kwargs)
-        if planned and not tiles.maxnreg:
-            tiles = dataclasses.replace(tiles, maxnreg=maxnreg)
-        return tiles
+        return dataclasses.replace(tiles, maxnreg=maxnreg) if planned else tiles
 
     config.decode_tiles = capped
     try:

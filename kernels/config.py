@@ -21,6 +21,9 @@ MAX_KV_SPLITS = 64
 MERGE_PARTIALS = 32
 # Shared memory one block may use on Hopper (227 KB), what the tiles below were measured with.
 HOPPER_SHARED_MEMORY = 232448
+# 32-bit registers of one SM (every architecture from sm_80 to sm_90), and threads of a warp.
+REGISTERS_PER_SM = 65536
+THREADS_PER_WARP = 32
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,22 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
     # stages {2..5}, TB/s of KV read at 1x8k, 8x2k, 64x8k, 256x8k. block_n 64, 4 warps:
     # 2 stages 2.68 2.71 4.25 4.10; 4 stages 2.41 2.62 4.27 4.34. Split batches (small, short
     # loops per program) do better with the shallower pipeline, whole-sequence ones deeper.
-    return TileConfig(block_m=rows, block_n=64, num_warps=4, num_stages=2 if num_kv_splits > 1 else 4)
+    num_warps = 4
+    # With a plan the split count is a run-time value, and ptxas gives the kernel 144-158
+    # registers for some groups (158 at one split for groups of 2 and 5-7, 148 at several for
+    # 8 and more; 110-128 without a plan): three programs an SM where the plan's wave counts
+    # four. So the planned kernel is held to the registers of the programs it counts on. Not
+    # at head 64, which takes 72-80 unheld and 116-120 under the same cap.
+    # Held to 128: GQA 7:1 (one split) 128x2k / 256x2k 172.3 -> 131.1 / 273.4 -> 253.9 us
+    # (0.82x / 0.99x -> 1.07x / 1.06x FA3), Llama-3-70B's 64/8 heads 8x8k / 32x8k 86.6 -> 70.6
+    # / 306.2 -> 251.2 us (0.82x -> 1.01x / 1.02x); Llama-3-8B's group of 4, inside 128 either
+    # way, -2.1% to +0.8% (tiles-h200/ab_decode_register_cap.txt).
+    maxnreg = None
+    if planned and padded_head_dim(head_dim) == 128:
+        maxnreg = REGISTERS_PER_SM // (decode_programs_per_sm(queries_per_kv, shared_memory)
+                                       * num_warps * THREADS_PER_WARP)
+    return TileConfig(block_m=rows, block_n=64, num_warps=num_warps,
+                      num_stages=2 if num_kv_splits > 1 else 4, maxnreg=maxnreg)
 
 
 @lru_cache(maxsize=None)

@@ -29,14 +29,13 @@ from pathlib import Path
 import torch
 
 from .checks import FP8_MIN_ARCH
-from .config import HOPPER_SHARED_MEMORY
+from .config import HOPPER_SHARED_MEMORY, REGISTERS_PER_SM, THREADS_PER_WARP
 
 # Largest dynamic shared memory per block (bytes), by compute capability.
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: HOPPER_SHARED_MEMORY}
 # Shared memory of one SM, and what the hardware keeps of it for each resident block (bytes).
 SM_SHARED = {80: 167936, 86: 102400, 89: 102400, 90: 233472}
 BLOCK_RESERVED_SHARED = 1024
-SM_REGISTERS = 65536  # 32-bit registers of one SM (every architecture here)
 DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8_e4m3fn": "fp8e4nv"}
 # (model dtype, KV-cache dtype): 16-bit, float32 (four-byte tiles), bf16 over an fp8 cache.
 DTYPE_PAIRS = ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
@@ -208,9 +207,9 @@ def partition_registers(listing: str) -> list[int]:
 def programs_per_sm(compiled, registers: int, arch: int) -> dict:
     """How many of the kernel's programs one SM holds, by registers (a warp's are allocated in
     multiples of 256: a thread's count rounded up to 8) and by shared memory."""
-    warp_registers = -(-registers // 8) * 8 * 32
+    warp_registers = -(-registers // 8) * 8 * THREADS_PER_WARP
     by_shared = SM_SHARED[arch] // (compiled.metadata.shared + BLOCK_RESERVED_SHARED)
-    return {"by_registers": SM_REGISTERS // (warp_registers * compiled.metadata.num_warps),
+    return {"by_registers": REGISTERS_PER_SM // (warp_registers * compiled.metadata.num_warps),
             "by_shared": by_shared}
 
 

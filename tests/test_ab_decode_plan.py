@@ -22,12 +22,13 @@ FP8 = torch.float8_e4m3fn
 
 def test_the_cap_holds_the_planned_kernel_only_within_its_block(monkeypatch):
     monkeypatch.setattr(config, "interpreting", lambda: False)  # the GPU's tile rules
-    with ab_decode_plan.planned_register_cap(128):
-        assert config.decode_tiles(128, 7, 1, planned=True).maxnreg == 128
+    with ab_decode_plan.planned_register_cap(255):
+        assert config.decode_tiles(128, 7, 1, planned=True).maxnreg == 255
         assert config.decode_tiles(128, 7, 1).maxnreg is None
-        # a tile that sets its own cap keeps it
-        assert config.decode_tiles(128, 4, 1, torch.bfloat16, FP8, planned=True).maxnreg == 208
-    assert config.decode_tiles(128, 7, 1, planned=True).maxnreg is None
+        # in place of a tile's own cap too
+        assert config.decode_tiles(128, 4, 1, torch.bfloat16, FP8, planned=True).maxnreg == 255
+    assert config.decode_tiles(128, 7, 1, planned=True).maxnreg == 128
+    assert config.decode_tiles(128, 4, 1, torch.bfloat16, FP8, planned=True).maxnreg == 208
 
 
 class RecordingLaunch:

@@ -80,19 +80,25 @@ def test_gpu_fp8_decode_tiles_match_reference(device, monkeypatch, dtype, splits
     assert_matches_reference("fp8 decode tiles (vs fp8 reference)", out, ref_fp8)
 
 
+def launcher_tiles(monkeypatch) -> list:
+    """The decode tiles the launcher picks from here on: the plan must reach the rule."""
+    chosen, rule = [], config.decode_tiles
+
+    def recorded(*args, **kwargs):
+        chosen.append(rule(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(config, "decode_tiles", recorded)
+    return chosen
+
+
 def test_gpu_fp8_planned_decode_tile_matches_reference(device, monkeypatch):
     """With a decode plan the whole-sequence fp8 tile holds its registers to 208 (the launch
     without a plan leaves them to ptxas), and the planned kernel under that rule is right."""
     gpu_rules(monkeypatch)
     fp8 = torch.float8_e4m3fn
     assert config.decode_tiles(128, 4, 1, torch.bfloat16, fp8).maxnreg is None
-    chosen, rule = [], config.decode_tiles
-
-    def recorded(*args, **kwargs):  # the launcher's tiles: the plan must reach the rule
-        chosen.append(rule(*args, **kwargs))
-        return chosen[-1]
-
-    monkeypatch.setattr(config, "decode_tiles", recorded)
+    chosen = launcher_tiles(monkeypatch)
     batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=128,
                        dtype=torch.float16, device=device)
     plan = fk.DecodePlan.allocate(2, 2, 4, device, wave=4)  # a row a sequence: one split each
@@ -107,6 +113,31 @@ def test_gpu_fp8_planned_decode_tile_matches_reference(device, monkeypatch):
     assert [(t.block_n, t.maxnreg) for t in chosen] == [(128, 208)]
     ref_fp8 = fk.paged_attention_reference(*args, k_scale=k_scale, v_scale=v_scale)
     assert_matches_reference("planned fp8 decode tile (vs fp8 reference)", out, ref_fp8)
+
+
+@pytest.mark.parametrize("wave, splits", [(4, [1, 1]), (8, [3, 1])])
+def test_gpu_planned_decode_tiles_hold_the_registers_the_wave_counts(device, monkeypatch, wave,
+                                                                     splits):
+    """With a decode plan the small-group tiles hold the kernel to the 128 registers a thread of
+    the four programs an SM that the plan's wave counts on (ptxas gave GQA 7:1 158 at one
+    split); without a plan they leave it to ptxas. The planned kernel under that rule is right,
+    at one split a sequence and at several."""
+    gpu_rules(monkeypatch)
+    for num_kv_splits in (1, 4):
+        assert config.decode_tiles(128, 7, num_kv_splits).maxnreg is None
+    assert config.decode_tiles(128, 32, 1, planned=True).maxnreg is None  # MQA: its own tile
+    chosen = launcher_tiles(monkeypatch)
+    batch = make_batch([1, 1], [300, 75], num_q_heads=14, num_kv_heads=2, head_dim=128,
+                       dtype=torch.float16, device=device)
+    plan = fk.DecodePlan.allocate(2, 2, 7, device, wave=wave)
+    plan.update(batch.cu_seqlens_q, batch.seq_lens, 2)
+    assert plan.seq_splits[:2].tolist() == splits
+    args = (batch.query, batch.kv_cache, batch.cu_seqlens_q, batch.seq_lens, batch.block_table)
+    out = batch.poisoned_out()
+    fk.paged_attention(*args, max_query_len=1, out=out, num_kv_splits=1, decode_plan=plan)
+    assert [(t.block_n, t.maxnreg) for t in chosen] == [(64, 128)]
+    assert_matches_reference(f"planned decode tile, GQA 7:1, splits {splits}", out,
+                             fk.paged_attention_reference(*args))
 
 
 def test_fp8_decode_rules_leave_float32_queries_their_products(monkeypatch):
