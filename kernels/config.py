@@ -262,8 +262,7 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
     # way, -2.1% to +0.8% (tiles-h200/ab_decode_register_cap.txt).
     maxnreg = None
     if planned and padded_head_dim(head_dim) == 128:
-        maxnreg = REGISTERS_PER_SM // (decode_programs_per_sm(queries_per_kv, shared_memory)
-                                       * num_warps * THREADS_PER_WARP)
+        maxnreg = decode_thread_registers(queries_per_kv, num_warps, shared_memory)
     return TileConfig(block_m=rows, block_n=64, num_warps=num_warps,
                       num_stages=2 if num_kv_splits > 1 else 4, maxnreg=maxnreg)
 
@@ -298,6 +297,14 @@ def decode_programs_per_sm(queries_per_kv: int, shared_memory: int = HOPPER_SHAR
     209 registers and 82 KB of shared memory for the 128-token tile that groups of 32 or more get
     on Hopper (``decode_tiles``) for two."""
     return 2 if _large_group_tile(queries_per_kv, shared_memory) else 4
+
+
+def decode_thread_registers(queries_per_kv: int, num_warps: int,
+                            shared_memory: int = HOPPER_SHARED_MEMORY) -> int:
+    """Registers a thread may take so that ``decode_programs_per_sm`` programs of
+    ``num_warps`` fit one SM's register file."""
+    programs = decode_programs_per_sm(queries_per_kv, shared_memory)
+    return REGISTERS_PER_SM // (programs * num_warps * THREADS_PER_WARP)
 
 
 def decode_wave(device: torch.device, queries_per_kv: int) -> int:
