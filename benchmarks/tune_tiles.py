@@ -10,6 +10,7 @@ geometry, then sweeps the Triton kernel's tiles.
     python benchmarks/tune_tiles.py --suite decode --geometry mqa --block-m 32,64 --block-n 64,128
     python benchmarks/tune_tiles.py --suite decode --geometry mqa --decode-shapes 64x8192 \\
         --block-n 64 --warps 4 --stages 3 --lookahead 0,1 --splits 0,2,4
+    python benchmarks/tune_tiles.py --suite decode --geometry gqa-d256 --maxnreg 0,128
 
 bf16, page 16, random page order, CUDA-graph replay timing; a geometry from geometry.py.
 """
@@ -60,11 +61,13 @@ def sweep(suite, g, cases, grid):
             values = " ".join(f"{harness.kernel_rate(c, g, suite):7.2f}" for c in cases)
             print(f"  hopper_prefill.py: {values}", flush=True)
         hopper_prefill.supports = lambda *_: False
-    for block_m, block_n, warps, stages, lookahead, split in itertools.product(
-            blocks_m, grid["block_n"], grid["warps"], grid["stages"], lookaheads, splits):
-        def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages, la=lookahead):
+    for block_m, block_n, warps, stages, lookahead, split, maxnreg in itertools.product(
+            blocks_m, grid["block_n"], grid["warps"], grid["stages"], lookaheads, splits,
+            grid["maxnreg"]):
+        def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages, la=lookahead,
+                  regs=maxnreg, **__):
             rows = max(16, 1 << (qpk - 1).bit_length())
-            return config.TileConfig(max(bm or rows, rows), bn, w, s, la)
+            return config.TileConfig(max(bm or rows, rows), bn, w, s, la, maxnreg=regs or None)
 
         setattr(config, f"{suite}_tiles", tiles)
         config.num_kv_splits = with_splits(split)
@@ -73,9 +76,10 @@ def sweep(suite, g, cases, grid):
             values = " ".join(f"{harness.kernel_rate(c, g, suite, planned=not split):7.2f}"
                               for c in cases)
         except Exception as e:  # a tile that does not fit shared memory, for example
-            values = f"failed: {type(e).__name__}"
+            values = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
         ahead = f" lookahead={int(lookahead)}" if suite == "prefill" or lookahead else ""
         ahead += f" splits={split}" if split else ""
+        ahead += f" maxnreg={maxnreg}" if maxnreg else ""
         print(f"  block_m={block_m} block_n={block_n} warps={warps} stages={stages}{ahead}: {values}",
               flush=True)
 
@@ -99,6 +103,8 @@ def main():
                         "both, decode 0")
     p.add_argument("--splits", type=ints, default=(0,),
                    help="decode: split-KV counts to try (0: config.num_kv_splits' choice)")
+    p.add_argument("--maxnreg", type=ints, default=(0,),
+                   help="registers a thread may take, to try (0: the compiler's choice)")
     p.add_argument("--decode-shapes", type=batches.parse_shapes, default=DECODE_SHAPES,
                    help="decode batches as BATCHxCONTEXT,... (default 1x8192,8x2048,64x8192,256x8192)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"],
@@ -110,7 +116,7 @@ def main():
     grid = {"block_m": args.block_m, "block_n": args.block_n, "warps": args.warps,
             "stages": args.stages,
             "lookahead": tuple(bool(v) for v in args.lookahead) if args.lookahead else None,
-            "splits": args.splits}
+            "splits": args.splits, "maxnreg": args.maxnreg}
     variant = batches.Variant(kv_cache_dtype=args.kv_cache_dtype)
     for suite in args.suite or ["prefill", "decode"]:
         cases = ([batches.prefill_batch(1, n) for n in args.lengths] if suite == "prefill"
