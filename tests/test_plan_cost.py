@@ -53,3 +53,9 @@ def test_a_plan_on_too_few_rows_is_refused(device):
     batch = make_batch([1, 1, 1], [80, 90, 80], device=device)
     with pytest.raises(ValueError, match="cannot hold the plan's 3 pieces"):
         plan_cost.plan_on_rows(fk, batch.cu_seqlens_q, batch.seq_lens, 3, 2, 2, rows=1, wave=14)
+
+
+def test_an_unknown_geometry_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        plan_cost.main(["--geometry", "llama-9"])
+    assert exit_.value.code == 2 and "llama-9" in capsys.readouterr().err
