@@ -21,7 +21,7 @@ def decode(quick: bool = False):
     else:
         grid = [("llama3-8b", decode_batch(b, c)) for b in DECODE_BATCHES for c in DECODE_CONTEXTS]
     others = ((1, 32768), (64, 8192)) if quick else ((1, 8192), (1, 32768), (64, 8192), (256, 2048))
-    for name in ("gqa-7to1", "mqa"):
+    for name in ("gqa-7to1", "mqa", "mha-d64", "gqa-d256"):
         grid += [(name, decode_batch(b, c)) for b, c in others]
     return grid
 
