@@ -304,8 +304,9 @@ def l2_cache_bytes(device: torch.device) -> int:
 
 def decode_programs_per_sm(queries_per_kv: int, shared_memory: int = HOPPER_SHARED_MEMORY) -> int:
     """Decode programs one SM holds at once, limited by registers (compiled for sm_90, head 128,
-    4 warps): 111 registers a thread for the 64-token tile of small groups leave room for four;
-    209 registers and 82 KB of shared memory for the 128-token tile that groups of 32 or more get
+    4 warps): 111 registers a thread for the 64-token tile of small groups leave room for four
+    (head 256's tile is held to those four's 128; head 64's, 72-80, would fit six); 209
+    registers and 82 KB of shared memory for the 128-token tile that groups of 32 or more get
     on Hopper (``decode_tiles``) for two."""
     return 2 if _large_group_tile(queries_per_kv, shared_memory) else 4
 
