@@ -352,7 +352,11 @@ def kernel_ms(spec: batches.BatchSpec, g: geometry.Geometry, planned: bool = Tru
     kernel-version comparisons (ab_prefill.py, decode_times.py) time with it."""
     inp = batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, dtype=KERNEL_DTYPE)
     try:
-        return time_ms(KernelRunner(inp, planned).forward, inp.qkv.device, "graph", 25, 100)
+        runner = KernelRunner(inp, planned)
+        # The graph timer first runs forward on a stream of its own, which does not wait for the
+        # inputs and the plan this stream is still writing.
+        synchronize(inp.qkv.device)
+        return time_ms(runner.forward, inp.qkv.device, "graph", 25, 100)
     finally:
         release(inp)
 
