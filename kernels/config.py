@@ -213,19 +213,21 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
     if shared_memory < HOPPER_SHARED_MEMORY:
         return TileConfig(block_m=rows, block_n=compact_block_n(head_dim, dtype), num_warps=4,
                           num_stages=2)
-    if padded_head_dim(head_dim) > 128 and dtype.itemsize == 2 and cache_dtype in (None, dtype):
-        # Head 256 takes 141-157 registers a thread unheld: three programs an SM where the split
-        # rule and the plan's wave count four, and a batch of as many programs as that wave
-        # (64 x 8k at 8 KV heads: 512) runs a short second wave. Held to the four's 128 and two
-        # stages: H200, 16/8 heads, TB/s at 64x8k / 256x2k / 8x8k 3.50 / 4.17 / 3.21 ->
-        # 4.55 / 4.57 / 4.18 (FA3 4.07 at 64x8k, 3.87 at 8x8k); block_n 16 4.01 / 4.03 / 3.68,
-        # 8 warps 3.43 at most (tiles-h200/tune_d256_decode.txt).
-        return TileConfig(block_m=rows, block_n=32, num_warps=4, num_stages=2,
-                          maxnreg=decode_thread_registers(queries_per_kv, 4, shared_memory))
     if padded_head_dim(head_dim) > 128:
-        # An fp8 cache or a float32 model at head 256: held to 128, the fp8 kernel spills 76-128
-        # bytes (sm_90); neither is measured, so they keep the tile the rule above replaced.
-        return TileConfig(block_m=rows, block_n=32, num_warps=4, num_stages=3)
+        num_warps = 4
+        if dtype.itemsize == 2 and cache_dtype in (None, dtype):
+            # Head 256 takes 141-157 registers a thread unheld: three programs an SM where the
+            # split rule and the plan's wave count four, and a batch of as many programs as that
+            # wave (64 x 8k at 8 KV heads: 512) runs a short second wave. Held to the four's 128
+            # and two stages: H200, 16/8 heads, TB/s at 64x8k / 256x2k / 8x8k 3.50 / 4.17 / 3.21
+            # -> 4.55 / 4.57 / 4.18 (FA3 4.07 at 64x8k, 3.87 at 8x8k); block_n 16 4.01 / 4.03 /
+            # 3.68, 8 warps 3.43 at most (tiles-h200/tune_d256_decode.txt).
+            return TileConfig(block_m=rows, block_n=32, num_warps=num_warps, num_stages=2,
+                              maxnreg=decode_thread_registers(queries_per_kv, num_warps,
+                                                              shared_memory))
+        # An fp8 cache or a float32 model: held to 128, the fp8 kernel spills 76-128 bytes
+        # (sm_90); neither is measured, so they keep the tile the 16-bit rule above replaced.
+        return TileConfig(block_m=rows, block_n=32, num_warps=num_warps, num_stages=3)
     if _large_group_tile(queries_per_kv, shared_memory) and num_kv_splits <= 8:
         # Large groups (MQA: 32 query heads on one KV head) do 32 rows of matrix products per KV
         # token, and longer steps pay off where each program has a long KV range. H200, MQA,
