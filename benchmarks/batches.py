@@ -194,6 +194,11 @@ class Inputs:
     num_pages: int
     caches: dict = field(default_factory=dict)  # stride order -> packed KV cache
 
+    @property
+    def cache_dtype(self) -> torch.dtype:
+        """The dtype the kernels read the cache in."""
+        return FP8 if self.spec.variant.fp8 else self.dtype
+
     def kv_cache(self, stride_order: tuple[int, ...] = (0, 2, 1, 3)) -> torch.Tensor:
         """The packed logical cache with this physical order; one tensor per order, shared by
         every backend that uses it (each writes the same new K/V to the same slots)."""

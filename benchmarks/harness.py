@@ -215,6 +215,7 @@ class KernelRunner:
 
     def __init__(self, inp: batches.Inputs, planned: bool = True):
         import flashcore_kernels as fk
+        from flashcore_kernels import config
 
         self.fk, self.inp = fk, inp
         self.cache = inp.kv_cache()
@@ -225,13 +226,14 @@ class KernelRunner:
             self.scales = dict(k_scale=scale, v_scale=scale)
         self.workspace = fk.SplitKVWorkspace.allocate(inp.spec.num_reqs, inp.num_q_heads,
                                                       inp.num_kv_heads, inp.head_dim,
-                                                      inp.qkv.device)
+                                                      inp.cache_dtype, inp.qkv.device)
         # Planned once for the batch, as the engine's builder does each step (outside the
         # forward it times).
         self.decode_plan = None
         if planned:
-            self.decode_plan = fk.DecodePlan.allocate(inp.spec.num_reqs, inp.num_kv_heads,
-                                                      inp.num_q_heads // inp.num_kv_heads,
+            wave = config.decode_wave(inp.qkv.device, inp.num_q_heads // inp.num_kv_heads,
+                                         inp.head_dim, inp.cache_dtype)
+            self.decode_plan = fk.DecodePlan.allocate(inp.spec.num_reqs, inp.num_kv_heads, wave,
                                                       inp.qkv.device)
             self.decode_plan.update(inp.query_start_loc, inp.seq_lens, inp.spec.num_reqs)
         self.output = torch.empty_like(inp.query)

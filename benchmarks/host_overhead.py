@@ -42,7 +42,7 @@ def step_inputs(num_seqs=64, num_q_heads=32, num_kv_heads=8, head_dim=128, page_
     seq_lens = torch.full((num_seqs,), page_size * pages_per_seq, dtype=torch.int32)
     block_table = torch.arange(1, num_pages, dtype=torch.int32).view(num_seqs, pages_per_seq)
     workspace = fk.SplitKVWorkspace.allocate(256, num_q_heads, num_kv_heads, head_dim,
-                                             torch.device("cpu"))
+                                             torch.bfloat16, torch.device("cpu"))
     return (query, cache, cu_seqlens_q, seq_lens, block_table), workspace
 
 

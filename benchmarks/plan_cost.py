@@ -61,14 +61,13 @@ def best_times(runners: dict, device, reps: int) -> dict:
     return {name: min(t) for name, t in times.items()}
 
 
-def plan_on_rows(fk, cu_seqlens_q, seq_lens, num_seqs: int, num_kv_heads: int,
-                 queries_per_kv: int, rows: int, wave: int | None = None):
+def plan_on_rows(fk, cu_seqlens_q, seq_lens, num_seqs: int, num_kv_heads: int, rows: int,
+                 wave: int):
     """The engine's plan of a batch made for, and launched on, a grid of ``rows`` rows of
     programs instead of the plan's own ``grid_rows``: its pieces fit those rows, and how many
     empty rows the launch carries is then the caller's. The rows' slots, two a row, must hold
     every piece."""
-    plan = fk.DecodePlan.allocate(num_seqs, num_kv_heads, queries_per_kv, cu_seqlens_q.device,
-                                  wave=wave)
+    plan = fk.DecodePlan.allocate(num_seqs, num_kv_heads, wave, cu_seqlens_q.device)
     if rows > plan.grid_rows(num_seqs):
         raise ValueError(f"{rows} rows: the plan holds {plan.grid_rows(num_seqs)}")
     # The launcher sizes the grid, and the plan its layout, by grid_rows().
@@ -85,13 +84,15 @@ def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str
     queries_per_kv = g.num_q_heads // num_kv_heads
     inp = harness.prepare(batches.decode_batch(batch, context), g, device=device)
     try:
-        splits = config.num_kv_splits(batch, num_kv_heads, device, queries_per_kv)
+        kernel = (queries_per_kv, g.head_dim, inp.cache_dtype)  # what the wave depends on
+        splits = config.num_kv_splits(batch, num_kv_heads, device, *kernel)
         pieces = splits * batch
         runners = {"static": harness.KernelRunner(inp, planned=False),
                    "planned": harness.KernelRunner(inp, planned=True),
                    "exact": harness.KernelRunner(inp, planned=False)}
         runners["exact"].decode_plan = plan_on_rows(fk, inp.query_start_loc, inp.seq_lens,
-                                                    batch, num_kv_heads, queries_per_kv, pieces)
+                                                    batch, num_kv_heads, pieces,
+                                                    config.decode_wave(device, *kernel))
         planned_splits = runners["planned"].decode_plan.seq_splits[:batch].tolist()
         if planned_splits != [splits] * batch:  # the parts compare only at like counts
             return (f"{batch}x{context}: not compared, the plan splits "
@@ -118,7 +119,8 @@ def order_case(fk, config, g, batch: int, context: int, device, reps: int) -> st
     num_kv_heads = g.num_kv_heads
     inp = harness.prepare(batches.decode_batch(batch, context), g, device=device)
     try:
-        splits = config.num_kv_splits(batch, num_kv_heads, device, g.num_q_heads // num_kv_heads)
+        splits = config.num_kv_splits(batch, num_kv_heads, device, g.queries_per_kv, g.head_dim,
+                                      inp.cache_dtype)
         runners = {"static": harness.KernelRunner(inp, planned=False),
                    "seq-major": harness.KernelRunner(inp, planned=True),
                    "split-major": harness.KernelRunner(inp, planned=True)}
@@ -155,7 +157,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda")
     g = geometry.get(args.geometry)
     print(f"{torch.cuda.get_device_name(device)}, {g.name}, wave "
-          f"{config.decode_wave(device, g.num_q_heads // g.num_kv_heads)}", flush=True)
+          f"{config.decode_wave(device, g.queries_per_kv, g.head_dim, torch.bfloat16)}", flush=True)
     if args.part in ("grid", "both"):
         for batch, context in args.cases or GRID_CASES:
             print(grid_case(fk, config, g, batch, context, device, args.reps), flush=True)

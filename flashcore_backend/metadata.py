@@ -35,6 +35,7 @@ from typing import ClassVar
 
 import torch
 from flashcore_kernels import DecodePlan, SplitKVWorkspace
+from flashcore_kernels.config import decode_wave
 
 from .vllm_api import (
     AttentionCGSupport,
@@ -68,12 +69,15 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
         num_q_heads = (get_num_attention_heads_from_layers(vllm_config, layer_names)
                        or model_config.get_num_attention_heads(vllm_config.parallel_config))
         max_num_seqs = vllm_config.scheduler_config.max_num_seqs
-        num_kv_heads = kv_cache_spec.num_kv_heads
+        num_kv_heads, head_dim = kv_cache_spec.num_kv_heads, kv_cache_spec.head_size
+        # The wave (and so the split counts) depends on the cache element's size only, which the
+        # spec's dtype gives (an fp8 cache's is one byte, whatever dtype vLLM stores it as).
+        cache_dtype = kv_cache_spec.dtype
         self.workspace = SplitKVWorkspace.allocate(
             max_num_seqs=max_num_seqs, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
-            head_dim=kv_cache_spec.head_size, device=device)
-        self.decode_plan = DecodePlan.allocate(max_num_seqs, num_kv_heads,
-                                               num_q_heads // num_kv_heads, device)
+            head_dim=head_dim, cache_dtype=cache_dtype, device=device)
+        wave = decode_wave(device, num_q_heads // num_kv_heads, head_dim, cache_dtype)
+        self.decode_plan = DecodePlan.allocate(max_num_seqs, num_kv_heads, wave, device)
         # A sliding-window group's decodes read the window only: the plan splits that.
         self.sliding_window = getattr(kv_cache_spec, "sliding_window", None) or None
         self.decode_plan.warm_up(self.sliding_window)

@@ -223,8 +223,8 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
             # -> 4.55 / 4.57 / 4.18 (FA3 4.07 at 64x8k, 3.87 at 8x8k); block_n 16 4.01 / 4.03 /
             # 3.68, 8 warps 3.43 at most (tiles-h200/tune_d256_decode.txt).
             return TileConfig(block_m=rows, block_n=32, num_warps=num_warps, num_stages=2,
-                              maxnreg=decode_thread_registers(queries_per_kv, num_warps,
-                                                              shared_memory))
+                              maxnreg=decode_thread_registers(queries_per_kv, head_dim, dtype,
+                                                              num_warps, shared_memory))
         # An fp8 cache or a float32 model: held to 128, the fp8 kernel spills 76-128 bytes
         # (sm_90); neither is measured, so they keep the tile the 16-bit rule above replaced.
         return TileConfig(block_m=rows, block_n=32, num_warps=num_warps, num_stages=3)
@@ -259,6 +259,15 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # 2.35 -> 2.38 TB/s, 0.98x FA3 (ab_fp8_fp16_products.txt).
         return TileConfig(block_m=rows, block_n=64, num_warps=4, num_stages=2,
                           fp16_products=True, maxnreg=128)
+    if padded_head_dim(head_dim) == 64 and dtype.itemsize == 2 and cache_dtype in (None, dtype):
+        # Head 64: half the warps of the rule below, split or not. H200, the plan on, TB/s of KV
+        # read (tiles-h200/tune_d64_decode.txt), 32/32 heads at 64x8k / 256x2k / 8x8k / 8x2k /
+        # 3x8k / 1x8k: the rule below (block_n 64, 4 warps, 4 stages; 2 split) 3.67 / 4.24 /
+        # 4.13 / 3.39 / 3.70 / 2.76 -> 4.42 / 4.48 / 4.16 / 3.42 / 3.72 / 2.85 (FA3 3.86 at
+        # 64x8k); SmolLM2's 9/3 at 64x8k / 256x2k / 8x8k 3.90 / 3.98 / 2.72 -> 3.99 / 4.06 /
+        # 2.97. 2 or 3 stages within 3%; block_n 128 (4 warps, 3 stages) 4.46 at 64x8k but
+        # 3.70 at 8x8k and 3.11 for SmolLM2. 117-128 registers: eight programs an SM.
+        return TileConfig(block_m=rows, block_n=64, num_warps=2, num_stages=4)
     # H200, bf16, 32/8 heads, head 128, page 16; sweep of block_n {16..128} x warps {2, 4, 8} x
     # stages {2..5}, TB/s of KV read at 1x8k, 8x2k, 64x8k, 256x8k. block_n 64, 4 warps:
     # 2 stages 2.68 2.71 4.25 4.10; 4 stages 2.41 2.62 4.27 4.34. Split batches (small, short
@@ -275,7 +284,8 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
     # way, -2.1% to +0.8% (tiles-h200/ab_decode_register_cap.txt).
     maxnreg = None
     if planned and padded_head_dim(head_dim) == 128:
-        maxnreg = decode_thread_registers(queries_per_kv, num_warps, shared_memory)
+        maxnreg = decode_thread_registers(queries_per_kv, head_dim, cache_dtype or dtype,
+                                          num_warps, shared_memory)
     return TileConfig(block_m=rows, block_n=64, num_warps=num_warps,
                       num_stages=2 if num_kv_splits > 1 else 4, maxnreg=maxnreg)
 
@@ -304,31 +314,47 @@ def l2_cache_bytes(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).L2_cache_size
 
 
-def decode_programs_per_sm(queries_per_kv: int, shared_memory: int = HOPPER_SHARED_MEMORY) -> int:
-    """Decode programs one SM holds at once, limited by registers (compiled for sm_90, head 128,
-    4 warps): 111 registers a thread for the 64-token tile of small groups leave room for four
-    (head 256's tile is held to those four's 128; head 64's, 72-80, would fit six); 209
-    registers and 82 KB of shared memory for the 128-token tile that groups of 32 or more get
-    on Hopper (``decode_tiles``) for two."""
-    return 2 if _large_group_tile(queries_per_kv, shared_memory) else 4
+def decode_programs_per_sm(queries_per_kv: int, head_dim: int, cache_dtype: torch.dtype,
+                           shared_memory: int = HOPPER_SHARED_MEMORY) -> int:
+    """Decode programs one SM holds at once, limited by registers (compiled for sm_90): two for
+    the 128-token tile that groups of 32 or more get on Hopper (``decode_tiles``: 4 warps, 209
+    registers, 82 KB of shared memory); six at a padded head of 64 over a 16-bit cache on Hopper
+    (its 2-warp tile takes 111-128 registers, room for eight; the 4-warp tile it replaced,
+    72-80, for six); four otherwise (head 128's 4-warp tile takes 111 unplanned, and its planned
+    kernel and head 256's tile are held to the four's 128).
+
+    Six at head 64 gives the plan a third split where four gave two: H200, bf16, graph replay,
+    with the 4-warp tile, four -> six (tiles-h200/ab_decode_heads.txt, run 3): 32/32 heads,
+    planned 8 x 8k 0.992x -> 1.101x FA3, 8 x 2k 1.012x -> 1.095x, 3 x 8k 1.150x -> 1.306x,
+    1 x 32k + 7 x 1k 1.045x -> 1.078x; SmolLM2's 9/3 at 8 x 8k / 64 x 8k 1.034x / 1.130x ->
+    1.120x / 1.328x; 64 x 8k at 32/32 unchanged. Eight is unmeasured. An fp8 cache keeps four:
+    its split tile is held to the four's registers."""
+    if _large_group_tile(queries_per_kv, shared_memory):
+        return 2
+    if (padded_head_dim(head_dim) == 64 and cache_dtype.itemsize == 2
+            and shared_memory >= HOPPER_SHARED_MEMORY):
+        return 6
+    return 4
 
 
-def decode_thread_registers(queries_per_kv: int, num_warps: int,
-                            shared_memory: int = HOPPER_SHARED_MEMORY) -> int:
+def decode_thread_registers(queries_per_kv: int, head_dim: int, cache_dtype: torch.dtype,
+                            num_warps: int, shared_memory: int = HOPPER_SHARED_MEMORY) -> int:
     """Registers a thread may take so that ``decode_programs_per_sm`` programs of
     ``num_warps`` fit one SM's register file."""
-    programs = decode_programs_per_sm(queries_per_kv, shared_memory)
+    programs = decode_programs_per_sm(queries_per_kv, head_dim, cache_dtype, shared_memory)
     return REGISTERS_PER_SM // (programs * num_warps * THREADS_PER_WARP)
 
 
-def decode_wave(device: torch.device, queries_per_kv: int) -> int:
+def decode_wave(device: torch.device, queries_per_kv: int, head_dim: int,
+                cache_dtype: torch.dtype) -> int:
     """Decode programs the GPU runs at once: one wave."""
-    return (decode_programs_per_sm(queries_per_kv, shared_memory_per_block(device))
-            * multiprocessor_count(device))
+    programs = decode_programs_per_sm(queries_per_kv, head_dim, cache_dtype,
+                                      shared_memory_per_block(device))
+    return programs * multiprocessor_count(device)
 
 
-def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
-                  queries_per_kv: int) -> int:
+def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device, queries_per_kv: int,
+                  head_dim: int, cache_dtype: torch.dtype) -> int:
     """Split each decode sequence's KV range so that the programs fill one wave of the GPU.
 
     Without splitting, a decode batch launches num_seqs * num_kv_heads programs; at batch 1 with
@@ -344,7 +370,7 @@ def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device,
     tile.
     """
     programs = max(1, num_seqs * num_kv_heads)
-    splits = max(1, decode_wave(device, queries_per_kv) // programs)
+    splits = max(1, decode_wave(device, queries_per_kv, head_dim, cache_dtype) // programs)
     return min(MAX_KV_SPLITS, power_of_2_at_most(splits))
 
 
@@ -391,8 +417,8 @@ def merge_one_tile(num_splits: int) -> bool:
     return num_splits >= MAX_KV_SPLITS
 
 
-def split_kv_rows(max_num_seqs: int, num_kv_heads: int, device: torch.device,
-                  queries_per_kv: int) -> int:
+def split_kv_rows(max_num_seqs: int, num_kv_heads: int, device: torch.device, queries_per_kv: int,
+                  head_dim: int, cache_dtype: torch.dtype) -> int:
     """Rows of partial results (one per sequence and split) the largest batch can need."""
-    return max(n * num_kv_splits(n, num_kv_heads, device, queries_per_kv)
+    return max(n * num_kv_splits(n, num_kv_heads, device, queries_per_kv, head_dim, cache_dtype)
                for n in range(1, max_num_seqs + 1))

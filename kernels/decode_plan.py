@@ -73,14 +73,14 @@ class DecodePlan:
     wave: int  # decode programs the GPU runs at once (config.decode_wave)
 
     @classmethod
-    def allocate(cls, max_num_seqs: int, num_kv_heads: int, queries_per_kv: int,
-                 device: torch.device, wave: int | None = None) -> "DecodePlan":
-        """``wave``: decode programs the GPU runs at once, ``config.decode_wave`` if None."""
+    def allocate(cls, max_num_seqs: int, num_kv_heads: int, wave: int,
+                 device: torch.device) -> "DecodePlan":
+        """``wave``: decode programs the GPU runs at once (``config.decode_wave`` of the decode
+        kernel's group, head size and KV-cache dtype), the programs the plan fills."""
         if not 1 <= max_num_seqs <= MAX_PLANNED_SEQS:
             raise ValueError(f"a decode plan holds 1 to {MAX_PLANNED_SEQS} sequences, "
                              f"got {max_num_seqs}")
         device = torch.device(device)
-        wave = wave or config.decode_wave(device, queries_per_kv)
         int32 = dict(dtype=torch.int32, device=device)
         return cls(torch.full((cls.capacity_for(max_num_seqs, num_kv_heads, wave),), -1,
                               dtype=torch.int64, device=device),
@@ -109,8 +109,9 @@ class DecodePlan:
     @staticmethod
     def applies_to(num_seqs: int) -> bool:
         """Whether a batch of ``num_seqs`` runs through the plan. A lone sequence does not: the
-        plan would give it the shape rule's count anyway (its share is the whole wave), and the
-        launch without a plan skips the piece lookup and takes the one-tile merge (1 x 8k
+        plan would give it the whole wave, the shape rule's count or (where the wave is no power
+        of two times the KV heads, as at head 64's six programs an SM) less than twice it, and
+        the launch without a plan skips the piece lookup and takes the one-tile merge (1 x 8k
         12.9 -> 11.5 us on an H200, benchmarks/NOTES.md)."""
         return num_seqs > 1
 

@@ -23,13 +23,16 @@ class SplitKVWorkspace:
 
     @classmethod
     def allocate(cls, max_num_seqs: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
-                 device: torch.device) -> "SplitKVWorkspace":
-        """Enough rows for any batch of up to ``max_num_seqs`` sequences, planned or not."""
+                 cache_dtype: torch.dtype, device: torch.device) -> "SplitKVWorkspace":
+        """Enough rows for any batch of up to ``max_num_seqs`` sequences, planned or not, over a
+        KV cache of ``cache_dtype``."""
         device = torch.device(device)
         queries_per_kv = num_q_heads // num_kv_heads
-        rows = max(config.split_kv_rows(max_num_seqs, num_kv_heads, device, queries_per_kv),
+        rows = max(config.split_kv_rows(max_num_seqs, num_kv_heads, device, queries_per_kv,
+                                        head_dim, cache_dtype),
                    DecodePlan.capacity_for(max_num_seqs, num_kv_heads,
-                                           config.decode_wave(device, queries_per_kv)))
+                                           config.decode_wave(device, queries_per_kv, head_dim,
+                                                              cache_dtype)))
         return cls.with_rows(rows, num_q_heads, head_dim, device)
 
     @classmethod
@@ -122,7 +125,8 @@ def attention_over_pages(query, k_cache, v_cache, cu_seqlens_q, seq_lens, block_
     if max_query_len < 1 and num_tokens > 0:
         raise ValueError(f"max_query_len must be at least 1, got {max_query_len}")
     queries_per_kv = num_q_heads // num_kv_heads
-    splits = num_kv_splits or config.num_kv_splits(num_seqs, num_kv_heads, device, queries_per_kv)
+    splits = num_kv_splits or config.num_kv_splits(num_seqs, num_kv_heads, device, queries_per_kv,
+                                                   head_dim, k_cache.dtype)
     if splits & (splits - 1) or not 1 <= splits <= config.MAX_KV_SPLITS:
         raise ValueError(f"num_kv_splits must be a power of two up to {config.MAX_KV_SPLITS}, got {splits}")
     if decode_plan is not None:

@@ -235,8 +235,8 @@ def decode_registers_report(arch: int = 90, shapes=DECODE_SHAPES):
                        "queries_per_kv": queries_per_kv, "registers": registers,
                        "spill_bytes": spills, "shared": compiled.metadata.shared,
                        **programs_per_sm(compiled, registers, arch),
-                       "wave_counts": config.decode_programs_per_sm(queries_per_kv,
-                                                                    SHARED_LIMIT[arch])}
+                       "wave_counts": config.decode_programs_per_sm(
+                           queries_per_kv, head_dim, torch.bfloat16, SHARED_LIMIT[arch])}
 
 
 def _name(dtype: torch.dtype) -> str:

@@ -72,11 +72,14 @@ def warm_up(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: to
     scales = {k: attention_options[k] for k in ("k_scale", "v_scale") if k in attention_options}
     write_kv_cache(key[:tokens], value[:tokens], cache, slot_mapping, **scales)
     queries_per_kv = query.shape[1] // num_kv_heads
-    plan = DecodePlan.allocate(num_seqs, num_kv_heads, queries_per_kv, device)
+    plan = DecodePlan.allocate(num_seqs, num_kv_heads,
+                               config.decode_wave(device, queries_per_kv, head_dim, cache_dtype),
+                               device)
     plan.update(cu_seqlens_q, seq_lens, num_seqs)
     launches = [dict(max_seq_len=None), dict(max_seq_len=max(_SEQ_LENS), decode_plan=plan)]
     if not config.interpreting():  # (nothing compiles under the interpreter)
-        lone = config.num_kv_splits(1, num_kv_heads, device, queries_per_kv)
+        lone = config.num_kv_splits(1, num_kv_heads, device, queries_per_kv, head_dim,
+                                    cache_dtype)
         launches += [dict(num_kv_splits=splits, decode_plan=plan) for splits in SPLIT_COUNTS]
         launches.append(dict(num_kv_splits=lone))
     for launch in launches:

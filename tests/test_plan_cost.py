@@ -40,7 +40,7 @@ def test_a_plan_on_fewer_rows_still_attends_every_piece(device, rows):
     on 2 rows make a row of two, on 5 rows 4 pieces leave an empty row first, on 7 rows a piece
     a row. Every grid's output still matches the reference."""
     batch = make_batch([1, 1, 1], [80, 90, 80], device=device)
-    plan = plan_cost.plan_on_rows(fk, batch.cu_seqlens_q, batch.seq_lens, 3, 2, 2, rows=rows,
+    plan = plan_cost.plan_on_rows(fk, batch.cu_seqlens_q, batch.seq_lens, 3, 2, rows=rows,
                                   wave=14)
     pieces = sum(plan.seq_splits.tolist())
     assert plan.grid_rows(3) == rows and pieces == {2: 3, 5: 4, 7: 7}[rows]
@@ -52,7 +52,7 @@ def test_a_plan_on_fewer_rows_still_attends_every_piece(device, rows):
 def test_a_plan_on_too_few_rows_is_refused(device):
     batch = make_batch([1, 1, 1], [80, 90, 80], device=device)
     with pytest.raises(ValueError, match="cannot hold the plan's 3 pieces"):
-        plan_cost.plan_on_rows(fk, batch.cu_seqlens_q, batch.seq_lens, 3, 2, 2, rows=1, wave=14)
+        plan_cost.plan_on_rows(fk, batch.cu_seqlens_q, batch.seq_lens, 3, 2, rows=1, wave=14)
 
 
 def test_an_unknown_geometry_is_a_usage_error(capsys):

@@ -49,7 +49,7 @@ def test_workspace_is_allocated_once_for_the_largest_batch(make_config, device):
 
     for num_seqs in range(1, G.max_num_seqs + 1):
         splits = config.num_kv_splits(num_seqs, G.num_kv_heads, device,
-                                      G.num_q_heads // G.num_kv_heads)
+                                      G.num_q_heads // G.num_kv_heads, G.head_size, G.dtype)
         assert ws.fits(num_seqs * splits, G.num_q_heads, G.head_size)
 
 

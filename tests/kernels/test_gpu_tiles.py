@@ -101,7 +101,7 @@ def test_gpu_fp8_planned_decode_tile_matches_reference(device, monkeypatch):
     chosen = launcher_tiles(monkeypatch)
     batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=128,
                        dtype=torch.float16, device=device)
-    plan = fk.DecodePlan.allocate(2, 2, 4, device, wave=4)  # a row a sequence: one split each
+    plan = fk.DecodePlan.allocate(2, 2, 4, device)  # a wave of 4: a row a sequence, one split each
     plan.update(batch.cu_seqlens_q, batch.seq_lens, 2)
     assert plan.seq_splits[:2].tolist() == [1, 1]
     k_scale, v_scale = heads_tensor([0.02], device), heads_tensor([0.015], device)
@@ -129,7 +129,7 @@ def test_gpu_planned_decode_tiles_hold_the_registers_the_wave_counts(device, mon
     chosen = launcher_tiles(monkeypatch)
     batch = make_batch([1, 1], [300, 75], num_q_heads=14, num_kv_heads=2, head_dim=128,
                        dtype=torch.float16, device=device)
-    plan = fk.DecodePlan.allocate(2, 2, 7, device, wave=wave)
+    plan = fk.DecodePlan.allocate(2, 2, wave, device)
     plan.update(batch.cu_seqlens_q, batch.seq_lens, 2)
     assert plan.seq_splits[:2].tolist() == splits
     args = (batch.query, batch.kv_cache, batch.cu_seqlens_q, batch.seq_lens, batch.block_table)

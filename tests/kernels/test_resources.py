@@ -37,18 +37,21 @@ def test_tiles_fit_shared_memory(arch, configs):
 def test_decode_kernels_fit_the_programs_an_sm_the_wave_counts_on():
     """``--decode-registers``: the decode kernel with and without a plan, at one split and at
     several, for GQA 7:1 and Llama-3-70B's group of 8 at head 128, where ptxas gave the planned
-    kernel 158 and 148 registers (three programs an SM) until its tiles held it to 128, and for
-    a group of 2 at head 256 (141-157 registers until its tiles held every variant to 128).
-    Every variant compiles without spills and fits the programs an SM that the split rule and
-    the plan's wave count on."""
+    kernel 158 and 148 registers (three programs an SM) until its tiles held it to 128, for a
+    group of 2 at head 256 (141-157 registers until its tiles held every variant to 128), and at
+    head 64 (groups of 1 and 3), where the wave counts six (its 2-warp tile takes 114-128
+    registers, eight an SM). Every variant compiles without spills and fits the programs an SM
+    that the split rule and the plan's wave count on."""
+    shapes = ((128, 7), (128, 8), (256, 2), (64, 1), (64, 3))
     stdout = with_real_compiler(
         "-c", "import json; from flashcore_kernels import resources\n"
-        "for row in resources.decode_registers_report(90, ((128, 7), (128, 8), (256, 2))):\n"
+        f"for row in resources.decode_registers_report(90, {shapes}):\n"
         "    print(json.dumps(row))")
     rows = [json.loads(line) for line in stdout.splitlines()]
     variants = [("decode", False), ("decode", True), ("decode-split", False),
                 ("decode-split", True)]
-    assert [(r["kernel"], r["planned"]) for r in rows] == variants * 3
+    assert [(r["kernel"], r["planned"]) for r in rows] == variants * len(shapes)
+    assert {r["wave_counts"] for r in rows if r["head_dim"] == 64} == {6}
     assert all(r["registers"] > 0 and r["spill_bytes"] == 0 for r in rows), rows
     assert all(r["by_registers"] >= r["wave_counts"] for r in rows), rows
 

@@ -69,7 +69,7 @@ def test_warm_up_launches_the_decode_at_every_split_count(device, monkeypatch):
     kv = torch.randn(5, 2, 64, device=device)
     assert warm_up(q, kv, kv, torch.empty_like(q), page_size=16, cache_dtype=torch.float32)
     counts = [1, 2, 4, 8, 16, 32, config.MAX_KV_SPLITS]
-    lone = config.num_kv_splits(1, 2, q.device, 2)
+    lone = config.num_kv_splits(1, 2, q.device, 2, 64, torch.float32)
     assert seen[2:] == [(n, True) for n in counts] + [(lone, False)]
 
 
@@ -82,10 +82,11 @@ def test_after_warm_up_no_decode_batch_compiles_a_kernel():
     q = torch.randn(5, num_q_heads, head_dim, dtype=torch.bfloat16, device=device)
     kv = torch.randn(5, num_kv_heads, head_dim, dtype=torch.bfloat16, device=device)
     assert warm_up(q, kv, kv, torch.empty_like(q), page_size=16, cache_dtype=torch.bfloat16)
-    plan = fk.DecodePlan.allocate(max_num_seqs, num_kv_heads, num_q_heads // num_kv_heads, device)
+    wave = config.decode_wave(device, num_q_heads // num_kv_heads, head_dim, torch.bfloat16)
+    plan = fk.DecodePlan.allocate(max_num_seqs, num_kv_heads, wave, device)
     plan.warm_up()
     workspace = fk.SplitKVWorkspace.allocate(max_num_seqs, num_q_heads, num_kv_heads, head_dim,
-                                             device)
+                                             torch.bfloat16, device)
     caches = [kernel.device_caches[torch.cuda.current_device()][0]
               for kernel in (decode_kernel, merge_splits_kernel, plan_kernel)]
     compiled = [len(cache) for cache in caches]
