@@ -277,7 +277,8 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
     # registers for some groups (158 at one split for groups of 2 and 5-7, 148 at several for
     # 8 and more; 110-128 without a plan): three programs an SM where the plan's wave counts
     # four. So the planned kernel is held to the registers of the programs it counts on. Not
-    # at head 64, which takes 72-80 unheld and 116-120 under the same cap.
+    # at head 64 (here a float32 model's only: 16-bit caches take the tile above), which in bf16
+    # took 72-80 unheld and 116-120 under the same cap.
     # Held to 128: GQA 7:1 (one split) 128x2k / 256x2k 172.3 -> 131.1 / 273.4 -> 253.9 us
     # (0.82x / 0.99x -> 1.07x / 1.06x FA3), Llama-3-70B's 64/8 heads 8x8k / 32x8k 86.6 -> 70.6
     # / 306.2 -> 251.2 us (0.82x -> 1.01x / 1.02x); Llama-3-8B's group of 4, inside 128 either
