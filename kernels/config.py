@@ -328,8 +328,9 @@ def decode_programs_per_sm(queries_per_kv: int, head_dim: int, cache_dtype: torc
     with the 4-warp tile, four -> six (tiles-h200/ab_decode_heads.txt, run 3): 32/32 heads,
     planned 8 x 8k 0.992x -> 1.101x FA3, 8 x 2k 1.012x -> 1.095x, 3 x 8k 1.150x -> 1.306x,
     1 x 32k + 7 x 1k 1.045x -> 1.078x; SmolLM2's 9/3 at 8 x 8k / 64 x 8k 1.034x / 1.130x ->
-    1.120x / 1.328x; 64 x 8k at 32/32 unchanged. Eight is unmeasured. An fp8 cache keeps four:
-    its split tile is held to the four's registers."""
+    1.120x / 1.328x; 64 x 8k at 32/32 unchanged. Eight, with the 2-warp tile, gave the plan a
+    fourth split that ran slower (8 x 8k 1.130x -> 1.110x, 8 x 2k 1.118x -> 1.098x; run 5). An
+    fp8 cache keeps four: its split tile is held to the four's registers."""
     if _large_group_tile(queries_per_kv, shared_memory):
         return 2
     if (padded_head_dim(head_dim) == 64 and cache_dtype.itemsize == 2
