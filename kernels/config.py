@@ -198,6 +198,13 @@ def _large_group_tile(queries_per_kv: int, shared_memory: int) -> bool:
     return queries_per_kv > 16 and shared_memory >= HOPPER_SHARED_MEMORY
 
 
+def _head_64_tile(head_dim: int, cache_dtype: torch.dtype, shared_memory: int) -> bool:
+    """Whether ``decode_tiles`` gives this head its 2-warp tile: a padded head of 64 over a
+    16-bit cache, on a GPU with Hopper's shared memory."""
+    return (padded_head_dim(head_dim) == 64 and cache_dtype.itemsize == 2
+            and shared_memory >= HOPPER_SHARED_MEMORY)
+
+
 def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
                  dtype: torch.dtype = torch.bfloat16, cache_dtype: torch.dtype | None = None,
                  shared_memory: int = HOPPER_SHARED_MEMORY, planned: bool = False) -> TileConfig:
@@ -259,7 +266,7 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # 2.35 -> 2.38 TB/s, 0.98x FA3 (ab_fp8_fp16_products.txt).
         return TileConfig(block_m=rows, block_n=64, num_warps=4, num_stages=2,
                           fp16_products=True, maxnreg=128)
-    if padded_head_dim(head_dim) == 64 and dtype.itemsize == 2 and cache_dtype in (None, dtype):
+    if _head_64_tile(head_dim, cache_dtype or dtype, shared_memory):
         # Head 64: half the warps of the rule below, split or not. H200, the plan on, TB/s of KV
         # read (tiles-h200/tune_d64_decode.txt), 32/32 heads at 64x8k / 256x2k / 8x8k / 8x2k /
         # 3x8k / 1x8k: the rule below (block_n 64, 4 warps, 4 stages; 2 split) 3.67 / 4.24 /
@@ -333,8 +340,7 @@ def decode_programs_per_sm(queries_per_kv: int, head_dim: int, cache_dtype: torc
     fp8 cache keeps four: its split tile is held to the four's registers."""
     if _large_group_tile(queries_per_kv, shared_memory):
         return 2
-    if (padded_head_dim(head_dim) == 64 and cache_dtype.itemsize == 2
-            and shared_memory >= HOPPER_SHARED_MEMORY):
+    if _head_64_tile(head_dim, cache_dtype, shared_memory):
         return 6
     return 4
 
