@@ -16,6 +16,7 @@ bf16, page 16, random page order, CUDA-graph replay timing; a geometry from geom
 """
 
 import argparse
+import dataclasses
 import itertools
 import os
 import sys
@@ -36,6 +37,7 @@ DECODE_SHAPES = ((1, 8192), (8, 2048), (64, 8192), (256, 8192))  # batch x conte
 
 HEURISTIC_SPLITS = config.num_kv_splits
 HOPPER_PREFILL = hopper_prefill.supports
+RULES = {"prefill": config.prefill_tiles, "decode": config.decode_tiles}
 
 
 def with_splits(count):
@@ -64,10 +66,14 @@ def sweep(suite, g, cases, grid):
     for block_m, block_n, warps, stages, lookahead, split, maxnreg in itertools.product(
             blocks_m, grid["block_n"], grid["warps"], grid["stages"], lookaheads, splits,
             grid["maxnreg"]):
-        def tiles(hd, qpk, *_, bm=block_m, bn=block_n, w=warps, s=stages, la=lookahead,
-                  regs=maxnreg, **__):
+        def tiles(hd, qpk, *args, bm=block_m, bn=block_n, w=warps, s=stages, la=lookahead,
+                  regs=maxnreg, **kwargs):
+            # The rule's tile with the swept values in place; what is not swept (fp16 products
+            # over an fp8 cache) stays the rule's.
             rows = max(16, 1 << (qpk - 1).bit_length())
-            return config.TileConfig(max(bm or rows, rows), bn, w, s, la, maxnreg=regs or None)
+            return dataclasses.replace(RULES[suite](hd, qpk, *args, **kwargs),
+                                       block_m=max(bm or rows, rows), block_n=bn, num_warps=w,
+                                       num_stages=s, lookahead=la, maxnreg=regs or None)
 
         setattr(config, f"{suite}_tiles", tiles)
         config.num_kv_splits = with_splits(split)

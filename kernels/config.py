@@ -243,6 +243,24 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # 2) 0.47 0.75 2.64 3.03. So 128-token steps at 8 splits or fewer (>= 1k tokens each
         # at 64x8k), 64 above (32 tokens a split at 8x2k).
         return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=3)
+    if fp16_products and padded_head_dim(head_dim) == 64:
+        # fp8 at head 64: head 128's fp8 tiles (below) gave the planned whole-sequence kernel
+        # 194-202 registers, two programs an SM, and 64-token steps to split decodes, whose
+        # pieces are long here (few splits: 32 KV heads fill a wave with two). H200, 32/32 heads,
+        # the plan on, TB/s counted at one byte per element, 64x8k / 8x8k / 8x2k / 3x8k / 1x8k
+        # (tiles-h200/tune_fp8_d64_decode.txt): whole sequences with 2 warps and 64-token steps,
+        # held to 128 registers (eight programs an SM), 3.08 at 64x8k where 128-token steps
+        # with 4 warps read 2.69-2.76 (1.79 as head 128's rule, FA3 2.15); split decodes with
+        # 128-token steps and 4 warps, held to 128 (the four the wave counts), 2.49 / 1.95 /
+        # 2.06 / 1.87 where head 128's split rule read 1.98 / 1.67 / 1.70 / 1.75 (FA3 2.04 /
+        # 1.70 / 1.47 at the first three). SmolLM2's 9/3 heads the same way: 256x2k (whole)
+        # 2.44 against 1.94, 64x8k (split) 2.13 against 1.66. All compile to 128 registers
+        # without spills (sm_90).
+        if num_kv_splits == 1:
+            return TileConfig(block_m=rows, block_n=64, num_warps=2, num_stages=3,
+                              fp16_products=True, maxnreg=128)
+        return TileConfig(block_m=rows, block_n=128, num_warps=4, num_stages=3,
+                          fp16_products=True, maxnreg=128)
     if cache_dtype == torch.float8_e4m3fn and num_kv_splits == 1:
         # An fp8 cache moves half the bytes of a 16-bit one per token, so a step of 64 tokens
         # is short. H200, 32/8 heads, head 128, TB/s counted at one byte per element, at 64x8k /

@@ -220,15 +220,17 @@ DECODE_SHAPES = ((128, 1), (128, 2), (128, 4), (128, 7), (128, 8), (128, 16), (1
                  (64, 3), (64, 4), (256, 2))
 
 
-def decode_registers_report(arch: int = 90, shapes=DECODE_SHAPES):
-    """For each (head size, group) of ``shapes``, bf16, at one split and at several, the decode
-    kernel without a plan and with one: registers, spills, and programs an SM, beside the count
-    the split rule and the plan's wave assume (``config.decode_programs_per_sm``)."""
+def decode_registers_report(arch: int = 90, shapes=DECODE_SHAPES,
+                            cache_dtype: torch.dtype = torch.bfloat16):
+    """For each (head size, group) of ``shapes``, bf16 queries over a ``cache_dtype`` cache, at
+    one split and at several, the decode kernel without a plan and with one: registers, spills,
+    and programs an SM, beside the count the split rule and the plan's wave assume
+    (``config.decode_programs_per_sm``)."""
     from . import config
     for head_dim, queries_per_kv in shapes:
         for kind in ("decode", "decode-split"):
             for planned in (False, True):
-                compiled = compile_kernel(kind, torch.bfloat16, torch.bfloat16, head_dim,
+                compiled = compile_kernel(kind, torch.bfloat16, cache_dtype, head_dim,
                                           queries_per_kv, arch, planned)
                 registers, spills = registers_and_spills(compiled, arch)
                 yield {"kernel": kind, "planned": planned, "head_dim": head_dim,
@@ -236,7 +238,7 @@ def decode_registers_report(arch: int = 90, shapes=DECODE_SHAPES):
                        "spill_bytes": spills, "shared": compiled.metadata.shared,
                        **programs_per_sm(compiled, registers, arch),
                        "wave_counts": config.decode_programs_per_sm(
-                           queries_per_kv, head_dim, torch.bfloat16, SHARED_LIMIT[arch])}
+                           queries_per_kv, head_dim, cache_dtype, SHARED_LIMIT[arch])}
 
 
 def _name(dtype: torch.dtype) -> str:

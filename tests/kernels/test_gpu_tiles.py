@@ -59,16 +59,22 @@ def test_gpu_tile_rules_match_reference(device, monkeypatch, rule):
     check(scenario, batch, **kwargs)
 
 
-@pytest.mark.parametrize("splits", [1, 4])
+# head size, splits -> (block_n, warps, registers held to) of the fp8 rule
+FP8_DECODE_TILES = {(128, 1): (128, 4, None), (128, 4): (64, 4, 128),
+                    (64, 1): (64, 2, 128), (64, 4): (128, 4, 128)}
+
+
+@pytest.mark.parametrize("head_dim, splits", list(FP8_DECODE_TILES))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_gpu_fp8_decode_tiles_match_reference(device, monkeypatch, dtype, splits):
-    """The fp8 cache's own rules: 128-token steps for whole sequences; fp16 products for both,
-    the split tile's registers held for its occupancy."""
+def test_gpu_fp8_decode_tiles_match_reference(device, monkeypatch, dtype, head_dim, splits):
+    """The fp8 cache's own rules: at head 128, 128-token steps for whole sequences and the
+    split tile's registers held for its occupancy; at head 64, 2 warps and 64-token steps for
+    whole sequences, 128-token steps split, both held; fp16 products for all."""
     gpu_rules(monkeypatch)
-    tiles = config.decode_tiles(128, 4, splits, dtype, torch.float8_e4m3fn)
-    assert tiles.fp16_products and tiles.block_n == (128 if splits == 1 else 64), tiles
-    assert (tiles.maxnreg is not None) == (splits > 1), tiles
-    batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=128,
+    tiles = config.decode_tiles(head_dim, 4, splits, dtype, torch.float8_e4m3fn)
+    assert tiles.fp16_products, tiles
+    assert (tiles.block_n, tiles.num_warps, tiles.maxnreg) == FP8_DECODE_TILES[head_dim, splits]
+    batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=head_dim,
                        dtype=dtype, device=device)
     k_scale, v_scale = heads_tensor([0.02], device), heads_tensor([0.015], device)
     cache = fp8_cache_like(batch, k_scale, v_scale)
@@ -92,14 +98,18 @@ def launcher_tiles(monkeypatch) -> list:
     return chosen
 
 
-def test_gpu_fp8_planned_decode_tile_matches_reference(device, monkeypatch):
-    """With a decode plan the whole-sequence fp8 tile holds its registers to 208 (the launch
-    without a plan leaves them to ptxas), and the planned kernel under that rule is right."""
+@pytest.mark.parametrize("head_dim, planned_tile", [(128, (128, 208)), (64, (64, 128))])
+def test_gpu_fp8_planned_decode_tile_matches_reference(device, monkeypatch, head_dim,
+                                                       planned_tile):
+    """With a decode plan the whole-sequence fp8 tile at head 128 holds its registers to 208
+    (the launch without a plan leaves them to ptxas); head 64's holds them to 128 either way.
+    The planned kernel under that rule is right."""
     gpu_rules(monkeypatch)
     fp8 = torch.float8_e4m3fn
-    assert config.decode_tiles(128, 4, 1, torch.bfloat16, fp8).maxnreg is None
+    unplanned = config.decode_tiles(head_dim, 4, 1, torch.bfloat16, fp8)
+    assert unplanned.maxnreg == (None if head_dim == 128 else 128), unplanned
     chosen = launcher_tiles(monkeypatch)
-    batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=128,
+    batch = make_batch([1, 1], [300, 75], num_q_heads=8, num_kv_heads=2, head_dim=head_dim,
                        dtype=torch.float16, device=device)
     plan = fk.DecodePlan.allocate(2, 2, 4, device)  # a wave of 4: a row a sequence, one split each
     plan.update(batch.cu_seqlens_q, batch.seq_lens, 2)
@@ -110,7 +120,7 @@ def test_gpu_fp8_planned_decode_tile_matches_reference(device, monkeypatch):
     out = batch.poisoned_out()
     fk.paged_attention(*args, max_query_len=1, out=out, k_scale=k_scale, v_scale=v_scale,
                        num_kv_splits=1, decode_plan=plan)
-    assert [(t.block_n, t.maxnreg) for t in chosen] == [(128, 208)]
+    assert [(t.block_n, t.maxnreg) for t in chosen] == [planned_tile]
     ref_fp8 = fk.paged_attention_reference(*args, k_scale=k_scale, v_scale=v_scale)
     assert_matches_reference("planned fp8 decode tile (vs fp8 reference)", out, ref_fp8)
 

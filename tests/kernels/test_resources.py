@@ -56,6 +56,21 @@ def test_decode_kernels_fit_the_programs_an_sm_the_wave_counts_on():
     assert all(r["by_registers"] >= r["wave_counts"] for r in rows), rows
 
 
+def test_fp8_decode_kernels_at_head_64_fit_the_programs_an_sm_the_wave_counts_on():
+    """At head 64 an fp8 cache took head 128's fp8 tiles, and the planned whole-sequence kernel
+    194-202 registers: two programs an SM where the wave counts four. Its own tiles hold every
+    variant to 128, without spills."""
+    stdout = with_real_compiler(
+        "-c", "import json, torch; from flashcore_kernels import resources\n"
+        "for row in resources.decode_registers_report(90, ((64, 1), (64, 3)),"
+        " torch.float8_e4m3fn):\n"
+        "    print(json.dumps(row))")
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert len(rows) == 8 and {r["wave_counts"] for r in rows} == {4}, rows
+    assert all(r["registers"] > 0 and r["spill_bytes"] == 0 for r in rows), rows
+    assert all(r["by_registers"] >= r["wave_counts"] for r in rows), rows
+
+
 def test_planned_fp8_decode_kernel_holds_its_register_cap_without_spills():
     """The planned fp8 whole-sequence kernel, left to ptxas, took 255 registers; its tile holds
     it to 208 (config.decode_tiles), which must not cost spills."""
