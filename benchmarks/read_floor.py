@@ -21,9 +21,18 @@ each backend.
 A decode reads the same bytes through a page table and writes its output after them, usually
 with a second kernel to merge KV splits, so it cannot run faster than the stream:
 ``backend time / stream time`` bounds how much faster than that backend any decode can be.
+
+The paged read (``paged_max``) reads what the decode kernel reads, the way it reads it: each
+program one KV head of one sequence (or a split of it) through the block table, with the
+decode's own address arithmetic (``tile.kv_token_offsets``) and unmasked full tiles, and
+nothing else (a running maximum, no products, no softmax, one float stored). Swept over tiles
+and split counts, its fastest time is the floor of a Triton decode that loads K/V this way:
+``backend time / paged read`` below 1 for another backend is a gap no change to our kernel's
+arithmetic can close.
 """
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -36,7 +45,12 @@ import batches  # noqa: E402
 import geometry  # noqa: E402
 import harness  # noqa: E402
 
+from flashcore_kernels import config, tile  # noqa: E402
+
 PROGRAMS_PER_SM = (1, 2, 4, 8)
+# Tiles of the paged read (block_n x warps x stages) swept by default: the decode's own
+# (64 x 4 x 4) and its neighbours.
+PAGED_TILES = "32x4x4,64x4x3,64x4x4,64x4x5,64x8x4,128x4x3,128x8x3,128x8x4"
 BLOCKS = (2048, 8192)  # elements a program loads per step
 
 
@@ -50,6 +64,41 @@ def stream_sum(x, out, numel, per_program, BLOCK: tl.constexpr):
         idx = first + offset + tl.arange(0, BLOCK)
         acc += tl.load(x + idx, mask=idx < numel, other=0.0).to(tl.float32)
     tl.store(out + tl.program_id(0), tl.sum(acc))
+
+
+@triton.jit
+def paged_max(cache, block_table, seq_lens, out, tokens_per_split, stride_page, stride_kvh,
+              stride_slot, stride_bt, NUM_KV_HEADS: tl.constexpr, PAGE_SIZE: tl.constexpr,
+              BLOCK_N: tl.constexpr, ROW: tl.constexpr):
+    """Program (sequence x KV head, split) reads its KV head's rows of tokens
+    [split * tokens_per_split, + tokens_per_split) of its sequence through the block table, as
+    the decode kernel does (``tile.kv_token_offsets``), and keeps only their maximum. ROW: the
+    elements of a token's K and V rows, which sit side by side in the cache. Full tiles load
+    unmasked (the decode's wide asynchronous copies), the last one masked."""
+    seq = tl.program_id(0) // NUM_KV_HEADS
+    kv_head = tl.program_id(0) % NUM_KV_HEADS
+    seq_len = tl.load(seq_lens + seq)
+    start = tl.program_id(1) * tokens_per_split
+    end = tl.minimum(seq_len, start + tokens_per_split)
+    full_end = tl.maximum(start, start + (end - start) // BLOCK_N * BLOCK_N)
+    table = block_table + seq.to(tl.int64) * stride_bt
+    rows = cache + kv_head.to(tl.int64) * stride_kvh
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, ROW)
+    acc = tl.full([BLOCK_N, ROW], float("-inf"), cache.dtype.element_ty)
+    for tile_start in range(start, full_end, BLOCK_N):
+        offsets = tile.kv_token_offsets(table, tile_start + offs_n, None, stride_page,
+                                        stride_slot, PAGE_SIZE)
+        acc = tl.maximum(acc, tl.load(rows + offsets[:, None] + offs_d[None, :])).to(acc.dtype)
+    for tile_start in range(full_end, end, BLOCK_N):
+        valid = tile_start + offs_n < end
+        offsets = tile.kv_token_offsets(table, tile_start + offs_n, valid, stride_page,
+                                        stride_slot, PAGE_SIZE)
+        x = tl.load(rows + offsets[:, None] + offs_d[None, :], mask=valid[:, None],
+                    other=float("-inf"))
+        acc = tl.maximum(acc, x).to(acc.dtype)
+    tl.store(out + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1),
+             tl.max(tl.max(acc, 1), 0).to(tl.float32))
 
 
 @triton.jit
@@ -86,6 +135,50 @@ def stream_us(nbytes: int, device) -> tuple[float, str]:
     return best
 
 
+def parse_tiles(text: str) -> list[tuple[int, int, int]]:
+    """"64x4x4,128x8x3" -> [(64, 4, 4), (128, 8, 3)] (block_n, warps, stages)."""
+    tiles = []
+    for item in filter(None, text.split(",")):
+        values = item.split("x")
+        if len(values) != 3 or not all(v.isdigit() for v in values):
+            raise argparse.ArgumentTypeError(f"{item!r} is not BLOCK_NxWARPSxSTAGES")
+        tiles.append(tuple(int(v) for v in values))
+    return tiles
+
+
+def paged_read(inp: batches.Inputs, cache: torch.Tensor, out: torch.Tensor, splits: int,
+               tile: config.TileConfig) -> None:
+    """``paged_max`` over every decode of ``inp``: ``splits`` programs a sequence and KV head."""
+    num_seqs, row = inp.spec.num_reqs, 2 * inp.head_dim
+    tokens_per_split = triton.cdiv(triton.cdiv(inp.spec.max_seq_len, splits), tile.block_n)
+    paged_max[(num_seqs * inp.num_kv_heads, splits)](
+        cache, inp.block_table, inp.seq_lens, out, tokens_per_split * tile.block_n,
+        cache.stride(0), cache.stride(1), cache.stride(2), inp.block_table.stride(0),
+        NUM_KV_HEADS=inp.num_kv_heads, PAGE_SIZE=inp.page_size, BLOCK_N=tile.block_n, ROW=row,
+        **tile.launch_options())
+
+
+def paged_read_us(inp: batches.Inputs, tiles, device) -> tuple[float, str]:
+    """The fastest ``paged_read`` of ``inp``'s K/V in us over ``tiles`` (block_n, warps, stages)
+    and split counts that give 1, 2, 4 or 8 programs an SM, with the tile and count."""
+    if inp.head_dim & (inp.head_dim - 1):
+        return float("nan"), "head size not a power of two"
+    cache = inp.kv_cache()
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    heads = inp.spec.num_reqs * inp.num_kv_heads
+    split_counts = sorted({min(config.MAX_KV_SPLITS, triton.cdiv(per_sm * sms, heads))
+                           for per_sm in PROGRAMS_PER_SM})
+    out = torch.empty(heads * max(split_counts), dtype=torch.float32, device=device)
+    best = (float("nan"), "none ran")
+    for (block_n, warps, stages), splits in itertools.product(tiles, split_counts):
+        tile = config.TileConfig(1, block_n, warps, stages)
+        us = 1e3 * harness.time_ms(lambda: paged_read(inp, cache, out, splits, tile), device,
+                                   "graph", 25, 100)
+        if not us >= best[0]:
+            best = (us, f"{block_n}/{warps}/{stages}, {splits} split{'s' * (splits > 1)}")
+    return best
+
+
 def launch_us(device) -> float:
     out = torch.empty(1, dtype=torch.float32, device=device)
     return 1e3 * harness.time_ms(lambda: empty_kernel[(1, )](out), device, "graph", 25, 100)
@@ -101,6 +194,9 @@ def main(argv=None):
                    help=f"comma list from {', '.join(harness.ALL_BACKENDS)}")
     p.add_argument("--page-orders", default="random",
                    help=f"comma list from {', '.join(batches.PAGE_ORDERS)}")
+    p.add_argument("--paged-tiles", type=parse_tiles, default=parse_tiles(PAGED_TILES),
+                   help="tiles of the paged read, BLOCK_NxWARPSxSTAGES,... (empty: none; "
+                        f"default {PAGED_TILES})")
     args = p.parse_args(argv)
     page_orders = args.page_orders.split(",")
     for order in page_orders:
@@ -115,13 +211,14 @@ def main(argv=None):
     print(f"{torch.cuda.get_device_name(device)}, {g.name} ({g.num_q_heads}/{g.num_kv_heads} "
           f"heads, head {g.head_dim}), bf16, page 16, CUDA-graph replay; "
           f"one empty launch {launch_us(device):.1f} us")
-    print("| shape | pages | MB | stream us (TB/s; programs x block) | "
-          + " | ".join(f"{b} us (TB/s)" for b in backends)
-          + " | " + " | ".join(f"{b} / stream" for b in backends) + " |")
-    print("|---" * (4 + 2 * len(backends)) + "|")
+    print("| shape | pages | MB | stream us (TB/s; programs x block) | paged read us (TB/s; "
+          "block_n/warps/stages, splits) | " + " | ".join(f"{b} us (TB/s)" for b in backends)
+          + " | " + " | ".join(f"{b} / paged read" for b in backends) + " |")
+    print("|---" * (5 + 2 * len(backends)) + "|")
     for batch, context in args.shapes:
         spec = batches.decode_batch(batch, context)
         times = {}  # page order -> each backend's us
+        paged = {}  # page order -> the fastest paged read (us, how)
         for order in page_orders:
             inp = harness.prepare(spec, g, device=device, page_order=order)
             nbytes = batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
@@ -133,14 +230,18 @@ def main(argv=None):
                 if rec["status"] != "ok":
                     print(f"{name} at {batch} x {context}: {rec['status']}: {rec.get('reason')}")
                 times[order].append(1e3 * rec["ms"] if rec["status"] == "ok" else float("nan"))
+            paged[order] = (paged_read_us(inp, args.paged_tiles, device) if args.paged_tiles
+                            else (float("nan"), "not run"))
             harness.release(inp)
         # The stream reads one contiguous buffer: the same floor for every page order.
         floor, how = stream_us(nbytes, device)
         for order, order_times in times.items():
+            paged_us, paged_how = paged[order]
             cells = [f"{batch} x {context}", order, f"{nbytes / 1e6:.1f}",
-                     f"{floor:.1f} ({nbytes / floor / 1e6:.2f}; {how})"]
+                     f"{floor:.1f} ({nbytes / floor / 1e6:.2f}; {how})",
+                     f"{paged_us:.1f} ({nbytes / paged_us / 1e6:.2f}; {paged_how})"]
             cells += [f"{us:.1f} ({nbytes / us / 1e6:.2f})" for us in order_times]
-            cells += [f"{us / floor:.2f}" for us in order_times]
+            cells += [f"{us / paged_us:.3f}" for us in order_times]
             print("| " + " | ".join(cells) + " |", flush=True)
 
 
