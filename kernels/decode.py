@@ -112,11 +112,13 @@ def decode_piece(
     its slice of the sequence's KV range, and store the output, or the partial of the slice
     and its log-sum-exp in ``partial_row``. The other arguments are the decode kernel's."""
     token = tl.load(cu_seqlens_q + seq)
-    # Loaded before the check, so that its round trip to memory overlaps the query offsets'
-    # instead of following it: a program's loads before its first KV copy are its fixed cost.
     seq_len = tl.load(seq_lens + seq)
-    if tl.load(cu_seqlens_q + seq + 1) - token != 1:
-        return  # not a decode: longer queries go to the prefill kernel, padding has none
+    # Not a decode: longer queries go to the prefill kernel, padding has none. The check reads
+    # the length too (never negative), so that its load goes out with the query offsets': the
+    # compiler moves a load used only past the check to after it, and a program's loads before
+    # its first KV copy, one round trip after another, are its fixed cost (sm_90 SASS).
+    if (tl.load(cu_seqlens_q + seq + 1) - token != 1) | (seq_len < 0):
+        return
 
     # With a sliding window the splits share only the window: pages before it are never read.
     if SLIDING_WINDOW > 0:
@@ -220,12 +222,17 @@ def merge_splits_kernel(
     is_decode = tl.load(cu_seqlens_q + seq + 1) - token == 1
     if seq_splits is not None:
         num_splits = tl.load(seq_splits + seq)
-        if num_splits < 2:
-            return  # one split stored its output itself; none: not a decode
+        first_row = tl.load(seq_first_piece + seq)
+        # One split stored its output itself; none: not a decode. The check reads the first
+        # row too (never negative), so that its load goes out with the split count's: the
+        # compiler moves a load used only past the check to after it, and the partials' loads
+        # then wait for two round trips to the plan, not one (sm_90 SASS).
+        if (num_splits < 2) | (first_row < 0):
+            return
         q_head = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-        merged = merge_planned(partial_out, partial_lse, num_splits,
-                               tl.load(seq_first_piece + seq), q_head, num_q_heads, offs_d,
-                               d_valid, HEAD_DIM, HEAD_DIM_P, NUM_SPLITS, BLOCK_H)
+        merged = merge_planned(partial_out, partial_lse, num_splits, first_row, q_head,
+                               num_q_heads, offs_d, d_valid, HEAD_DIM, HEAD_DIM_P, NUM_SPLITS,
+                               BLOCK_H)
         mask = (q_head < num_q_heads)[:, None] & d_valid[None, :]
         q_head = q_head[:, None]
     elif ONE_TILE:

@@ -196,6 +196,46 @@ def product_loops(listing: str) -> list[list[str]]:
             if not any(start <= s and e <= end and (s, e) != (start, end) for s, e, _ in loops)]
 
 
+def loads_between_branches(listing: str) -> list[int]:
+    """Global loads (LDG) of the SASS ``listing`` before its first branch or exit, between the
+    first and the second, and so on: which loads a program issues together before a check
+    decides whether it goes on."""
+    counts = [0]
+    for op in re.findall(r"/\*[0-9a-f]{4,}\*/\s+([^;]*);", listing):
+        op = op.split(None, 1)[1] if op.startswith("@") else op  # (a predicate)
+        if op.startswith("LDG"):
+            counts[-1] += 1
+        elif op.startswith(("BRA", "EXIT")):
+            counts.append(0)
+    return counts
+
+
+def compile_merge(dtype: torch.dtype, head_dim: int, arch: int, planned: bool):
+    """The split merge (decode.merge_splits_kernel) compiled for ``arch``, with a plan's tables
+    or without, at Llama-3-8B's heads and the split rule's count at 8 x 2k (8 splits)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from . import config
+    from .decode import merge_splits_kernel
+
+    pointers = dict(out="*" + DTYPES[str(dtype).removeprefix("torch.")],
+                    partial_out="*fp32", partial_lse="*fp32", cu_seqlens_q="*i32")
+    num_splits, num_q_heads = 8, 32
+    if planned:
+        pointers.update(seq_splits="*i32", seq_first_piece="*i32")
+        rows, heads = config.planned_merge_tile(num_q_heads, num_splits)
+    else:
+        rows, heads = num_splits, config.merge_heads(num_q_heads, num_splits)
+    constants = dict(HEAD_DIM=head_dim, HEAD_DIM_P=config.padded_head_dim(head_dim),
+                     NUM_SPLITS=rows, BLOCK_H=heads, ONE_TILE=False)
+    sig, constexprs, attrs = _signature(merge_splits_kernel, pointers, constants)
+    return triton.compile(ASTSource(fn=merge_splits_kernel, signature=sig, constexprs=constexprs,
+                                    attrs=attrs), target=GPUTarget("cuda", arch, 32),
+                          options=dict(num_warps=4))
+
+
 def partition_registers(listing: str) -> list[int]:
     """The register counts that warp-specialised partitions set for themselves (setmaxnreg), read
     off the SASS ``listing``."""

@@ -95,3 +95,25 @@ def test_fp8_decode_kernels_at_head_256_compile_without_spills():
         "        print(*resources.registers_and_spills(k, 90))")
     rows = [tuple(map(int, line.split())) for line in stdout.splitlines()]
     assert len(rows) == 4 and all(spills == 0 for _, spills in rows), rows
+
+
+def test_decode_checks_wait_for_the_loads_after_them_to_be_issued():
+    """A program's loads before its first KV copy (or, in the merge, its first partial) are its
+    fixed cost, one round trip after another. The decode kernel's check that its sequence is a
+    decode must go out with the sequence length's load, and the planned merge's check of the
+    split count with the first partial row's: the compiler had moved each load to after its
+    check, a round trip more (H200, 8 x 2k 26.0 -> 25.6 us, tiles-h200/ab_decode.txt run 2)."""
+    stdout = with_real_compiler(
+        "-c", "import torch; from flashcore_kernels import resources as r\n"
+        "for planned in (False, True):\n"
+        "    for kind in ('decode', 'decode-split'):\n"
+        "        k = r.compile_kernel(kind, torch.bfloat16, torch.bfloat16, 128, 4, 90, planned)\n"
+        "        print(*r.loads_between_branches(r.sass(k))[:2])\n"
+        "print(*r.loads_between_branches(r.sass(r.compile_merge(torch.bfloat16, 128, 90,"
+        " True)))[:1])")
+    rows = [list(map(int, line.split())) for line in stdout.splitlines()]
+    unplanned, planned, merge = rows[:2], rows[2:4], rows[4]
+    # token, next token and length before the check; planned, after the two slots' loads
+    assert all(counts[0] >= 3 for counts in unplanned), rows
+    assert all(counts[0] == 2 and counts[1] >= 3 for counts in planned), rows
+    assert merge[0] >= 2, rows  # the split count and the first partial row
