@@ -254,8 +254,8 @@ def decode_tiles(head_dim: int, queries_per_kv: int, num_kv_splits: int,
         # 128-token steps and 4 warps, held to 128 (the four the wave counts), 2.49 / 1.95 /
         # 2.06 / 1.87 where head 128's split rule read 1.98 / 1.67 / 1.70 / 1.75 (FA3 2.04 /
         # 1.70 / 1.47 at the first three). SmolLM2's 9/3 heads the same way: 256x2k (whole)
-        # 2.44 against 1.94, 64x8k (split) 2.13 against 1.66. All compile to 128 registers
-        # without spills (sm_90).
+        # 2.44 against 1.78-1.94 with 128-token steps, 64x8k (split) 2.13 against 1.66. All
+        # compile to 128 registers without spills (sm_90).
         if num_kv_splits == 1:
             return TileConfig(block_m=rows, block_n=64, num_warps=2, num_stages=3,
                               fp16_products=True, maxnreg=128)
