@@ -75,11 +75,6 @@ def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_di
     """The ``kind`` kernel ("prefill", "decode", "decode-split", or "hopper-prefill", the Gluon
     kernel of sm_90) compiled for ``arch`` with the tiles its launcher picks for this shape;
     ``planned``: the decode kernel as a decode plan launches it (its pieces, its own tiles)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    from triton.experimental.gluon._runtime import GluonASTSource
-
     from . import config, hopper_prefill
     from .decode import decode_kernel
     from .decode_plan import SPLIT_BITS
@@ -97,9 +92,7 @@ def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_di
         constants = hopper_prefill.launch_options(head_dim, queries_per_kv)
         options = {name: constants.pop(name) for name in ("num_warps", "maxnreg")}
         constants.update(PAGE_SIZE=16, CAUSAL=True)
-        sig, constexprs, attrs = _signature(kernel, pointers, constants)
-        source = GluonASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
-        return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+        return _compile(kernel, pointers, constants, arch, options, gluon=True)
     constants = dict(QUERIES_PER_KV=queries_per_kv, PAGE_SIZE=16, HEAD_DIM=head_dim,
                      HEAD_DIM_P=config.padded_head_dim(head_dim), SLIDING_WINDOW=0,
                      SOFT_CAP=0.0, FP32_DOT=dtype == torch.float32)
@@ -120,9 +113,22 @@ def compile_kernel(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_di
                          FP16_PRODUCTS=tiles.fp16_products,
                          NUM_KV_HEADS=8)  # Llama-3-8B's; only the program ids depend on it
     constants.update(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n)
+    return _compile(kernel, pointers, constants, arch, tiles.launch_options())
+
+
+def _compile(kernel, pointers: dict, constants: dict, arch: int, options: dict,
+             gluon: bool = False):
+    """A Triton (or, ``gluon``, Gluon) kernel compiled for ``arch`` with a real launch's
+    specialisation (``_signature``)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.experimental.gluon._runtime import GluonASTSource
+
     sig, constexprs, attrs = _signature(kernel, pointers, constants)
-    return triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
-                          target=GPUTarget("cuda", arch, 32), options=tiles.launch_options())
+    source = (GluonASTSource if gluon else ASTSource)(fn=kernel, signature=sig,
+                                                      constexprs=constexprs, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
 
 
 def shared_bytes(kind: str, dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int,
@@ -210,30 +216,19 @@ def loads_between_branches(listing: str) -> list[int]:
     return counts
 
 
-def compile_merge(dtype: torch.dtype, head_dim: int, arch: int, planned: bool):
-    """The split merge (decode.merge_splits_kernel) compiled for ``arch``, with a plan's tables
-    or without, at Llama-3-8B's heads and the split rule's count at 8 x 2k (8 splits)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
+def compile_planned_merge(dtype: torch.dtype, head_dim: int, arch: int):
+    """The split merge (decode.merge_splits_kernel) as a decode plan launches it, compiled for
+    ``arch``, at Llama-3-8B's heads and the split rule's count at 8 x 2k (8 splits)."""
     from . import config
     from .decode import merge_splits_kernel
 
-    pointers = dict(out="*" + DTYPES[str(dtype).removeprefix("torch.")],
-                    partial_out="*fp32", partial_lse="*fp32", cu_seqlens_q="*i32")
-    num_splits, num_q_heads = 8, 32
-    if planned:
-        pointers.update(seq_splits="*i32", seq_first_piece="*i32")
-        rows, heads = config.planned_merge_tile(num_q_heads, num_splits)
-    else:
-        rows, heads = num_splits, config.merge_heads(num_q_heads, num_splits)
+    pointers = dict(out="*" + DTYPES[str(dtype).removeprefix("torch.")], partial_out="*fp32",
+                    partial_lse="*fp32", cu_seqlens_q="*i32", seq_splits="*i32",
+                    seq_first_piece="*i32")
+    rows, heads = config.planned_merge_tile(num_q_heads=32, num_splits=8)
     constants = dict(HEAD_DIM=head_dim, HEAD_DIM_P=config.padded_head_dim(head_dim),
                      NUM_SPLITS=rows, BLOCK_H=heads, ONE_TILE=False)
-    sig, constexprs, attrs = _signature(merge_splits_kernel, pointers, constants)
-    return triton.compile(ASTSource(fn=merge_splits_kernel, signature=sig, constexprs=constexprs,
-                                    attrs=attrs), target=GPUTarget("cuda", arch, 32),
-                          options=dict(num_warps=4))
+    return _compile(merge_splits_kernel, pointers, constants, arch, dict(num_warps=4))
 
 
 def partition_registers(listing: str) -> list[int]:

@@ -109,8 +109,8 @@ def test_decode_checks_wait_for_the_loads_after_them_to_be_issued():
         "    for kind in ('decode', 'decode-split'):\n"
         "        k = r.compile_kernel(kind, torch.bfloat16, torch.bfloat16, 128, 4, 90, planned)\n"
         "        print(*r.loads_between_branches(r.sass(k))[:2])\n"
-        "print(*r.loads_between_branches(r.sass(r.compile_merge(torch.bfloat16, 128, 90,"
-        " True)))[:1])")
+        "print(*r.loads_between_branches(r.sass(r.compile_planned_merge(torch.bfloat16, 128,"
+        " 90)))[:1])")
     rows = [list(map(int, line.split())) for line in stdout.splitlines()]
     unplanned, planned, merge = rows[:2], rows[2:4], rows[4]
     # token, next token and length before the check; planned, after the two slots' loads
