@@ -34,6 +34,20 @@ def test_tiles_fit_shared_memory(arch, configs):
     assert not too_big, too_big
 
 
+def decode_kernels_fitting_their_wave(shapes, cache_dtype: str) -> list[dict]:
+    """``resources.decode_registers_report`` at (head size, group) ``shapes`` over a cache of
+    torch's ``cache_dtype``, each variant checked to compile without spills and to fit the
+    programs an SM that the split rule and the plan's wave count on."""
+    stdout = with_real_compiler(
+        "-c", "import json, torch; from flashcore_kernels import resources\n"
+        f"for row in resources.decode_registers_report(90, {shapes}, torch.{cache_dtype}):\n"
+        "    print(json.dumps(row))")
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert all(r["registers"] > 0 and r["spill_bytes"] == 0 for r in rows), rows
+    assert all(r["by_registers"] >= r["wave_counts"] for r in rows), rows
+    return rows
+
+
 def test_decode_kernels_fit_the_programs_an_sm_the_wave_counts_on():
     """``--decode-registers``: the decode kernel with and without a plan, at one split and at
     several, for GQA 7:1 and Llama-3-70B's group of 8 at head 128, where ptxas gave the planned
@@ -43,32 +57,19 @@ def test_decode_kernels_fit_the_programs_an_sm_the_wave_counts_on():
     registers, eight an SM). Every variant compiles without spills and fits the programs an SM
     that the split rule and the plan's wave count on."""
     shapes = ((128, 7), (128, 8), (256, 2), (64, 1), (64, 3))
-    stdout = with_real_compiler(
-        "-c", "import json; from flashcore_kernels import resources\n"
-        f"for row in resources.decode_registers_report(90, {shapes}):\n"
-        "    print(json.dumps(row))")
-    rows = [json.loads(line) for line in stdout.splitlines()]
+    rows = decode_kernels_fitting_their_wave(shapes, "bfloat16")
     variants = [("decode", False), ("decode", True), ("decode-split", False),
                 ("decode-split", True)]
     assert [(r["kernel"], r["planned"]) for r in rows] == variants * len(shapes)
     assert {r["wave_counts"] for r in rows if r["head_dim"] == 64} == {6}
-    assert all(r["registers"] > 0 and r["spill_bytes"] == 0 for r in rows), rows
-    assert all(r["by_registers"] >= r["wave_counts"] for r in rows), rows
 
 
 def test_fp8_decode_kernels_at_head_64_fit_the_programs_an_sm_the_wave_counts_on():
     """At head 64 an fp8 cache took head 128's fp8 tiles, and the planned whole-sequence kernel
     194-202 registers: two programs an SM where the wave counts four. Its own tiles hold every
     variant to 128, without spills."""
-    stdout = with_real_compiler(
-        "-c", "import json, torch; from flashcore_kernels import resources\n"
-        "for row in resources.decode_registers_report(90, ((64, 1), (64, 3)),"
-        " torch.float8_e4m3fn):\n"
-        "    print(json.dumps(row))")
-    rows = [json.loads(line) for line in stdout.splitlines()]
+    rows = decode_kernels_fitting_their_wave(((64, 1), (64, 3)), "float8_e4m3fn")
     assert len(rows) == 8 and {r["wave_counts"] for r in rows} == {4}, rows
-    assert all(r["registers"] > 0 and r["spill_bytes"] == 0 for r in rows), rows
-    assert all(r["by_registers"] >= r["wave_counts"] for r in rows), rows
 
 
 def test_planned_fp8_decode_kernel_holds_its_register_cap_without_spills():
