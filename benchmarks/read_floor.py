@@ -119,7 +119,7 @@ def stream_us(nbytes: int, device) -> tuple[float, str]:
     """The fastest stream over ``nbytes`` of bf16 in us, and its program count and block (NaN
     where the buffer is smaller than one block for each program of a wave)."""
     x = torch.randn(nbytes // 2, dtype=torch.bfloat16, device=device)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = config.multiprocessor_count(device)
     out = torch.empty(max(PROGRAMS_PER_SM) * sms, dtype=torch.float32, device=device)
     best = (float("nan"), "too small")
     for per_sm in PROGRAMS_PER_SM:
@@ -164,7 +164,7 @@ def paged_read_us(inp: batches.Inputs, tiles, device) -> tuple[float, str]:
     if inp.head_dim & (inp.head_dim - 1):
         return float("nan"), "head size not a power of two"
     cache = inp.kv_cache()
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = config.multiprocessor_count(device)
     heads = inp.spec.num_reqs * inp.num_kv_heads
     split_counts = sorted({min(config.MAX_KV_SPLITS, triton.cdiv(per_sm * sms, heads))
                            for per_sm in PROGRAMS_PER_SM})
