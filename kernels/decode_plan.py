@@ -28,19 +28,20 @@ H200 (benchmarks/results/tiles-h200/ab_decode_plan.txt, run 7), batches of sprea
 like lengths), which cost 1 x 32k + 7 x 1k and 1 x 128k + 31 x 2k 2-4%, and batches of 3 or 12
 like lengths lose 4-6% with their 22 and 5 splits.
 
-The decode grid has ``grid_rows`` rows of programs (one program per KV head in a row), at least
-a wave's worth and one per sequence, and the plan has twice as many slots: row r runs the
-pieces in slots r and 2 * rows - 1 - r. Pieces never outnumber the slots: a piece past the
-rows shares one with another, both of decodes too short to split. When the pieces fit in the
-rows, as at equal lengths, they fill the last rows and the empty rows come first: a grid whose
+The decode grid has ``grid_rows`` rows of programs (one program per KV head in a row): a wave's
+worth, or all the pieces the batch can have if fewer (a large group's wave holds more rows than a
+few sequences' 64 pieces each), and at least one per sequence. The plan has twice as many slots:
+row r runs the pieces in slots r and 2 * rows - 1 - r. Pieces never outnumber the slots: a piece
+past the rows shares one with another, both of decodes too short to split. When the pieces fit in
+the rows, as at equal lengths, they fill the last rows and the empty rows come first: a grid whose
 programs past the last piece come last ran 1-2% slower than one of exactly the pieces, and one
-whose few empty rows come first mostly did not (H200,
-benchmarks/results/tiles-h200/plan_cost.txt). When they do not (unequal lengths), the k
-pieces too many make k rows of two: the 2k shortest pieces, the longest of them with the
-shortest, in the first rows, so that they start first (last, a row of two short pieces started
-when the wave freed up and finished well after the rest: H200, 1 x 32k + 69 x 1k, 118 -> 148
-us). A slot also holds its piece's row of the split-KV partials, its index in the longest-first
-list, so that a sequence's partials stay side by side for the merge wherever its pieces run.
+whose few empty rows come first mostly did not (H200, benchmarks/results/tiles-h200/plan_cost.txt).
+When they do not (unequal lengths), the k pieces too many make k rows of two: the 2k shortest
+pieces, the longest of them with the shortest, in the first rows, so that they start first (last, a
+row of two short pieces started when the wave freed up and finished well after the rest: H200, 1 x
+32k + 69 x 1k, 118 -> 148 us). A slot also holds its piece's row of the split-KV partials, its
+index in the longest-first list, so that a sequence's partials stay side by side for the merge
+wherever its pieces run.
 
 A plan holds only device tensors and is rewritten in place, so a CUDA graph captured with one
 replays correctly with any later plan made into the same tensors.
@@ -90,8 +91,12 @@ class DecodePlan:
     @staticmethod
     def grid_rows_for(num_seqs: int, num_kv_heads: int, wave: int) -> int:
         """Rows of programs of the decode grid for a batch of ``num_seqs``: a wave's worth, or
-        one per sequence if more, so that a batch of like lengths fits one piece a row."""
-        return max(-(-wave // num_kv_heads), num_seqs)
+        one per sequence if more, so that a batch of like lengths fits one piece a row. Never
+        more than the batch's pieces can fill (config.MAX_KV_SPLITS a sequence): MQA's wave is
+        264 rows on an H200, and 3 sequences of 8k left 72 of them empty, 0.4 us of 11.5
+        (tiles-h200/plan_cost.txt, run F)."""
+        wave_rows = -(-wave // num_kv_heads)
+        return max(min(wave_rows, num_seqs * config.MAX_KV_SPLITS), num_seqs)
 
     @classmethod
     def capacity_for(cls, num_seqs: int, num_kv_heads: int, wave: int) -> int:

@@ -132,6 +132,7 @@ def test_alike_lengths_take_the_most_splits_that_fit_the_rows(device, monkeypatc
     ([1] * 6, [700, 33, 64, 1, 129, 250], 48),
     ([1, 9, 1, 1], [400, 9, 17, 90], 32),  # a prefill's rows: the merge passes them over
     ([1] * 3, [2000, 16, 40], 200),  # the long one in many splits
+    ([1, 1], [1500, 10], 300),  # a wave of more rows (150) than 2 x 64 pieces: 128 rows
 ])
 def test_planned_decode_matches_the_reference(device, q_lens, kv_lens, wave):
     batch = make_batch(q_lens, kv_lens, num_q_heads=6, num_kv_heads=2, device=device,
@@ -145,6 +146,18 @@ def test_planned_decode_matches_the_reference(device, q_lens, kv_lens, wave):
     assert max(splits) > 1 and 1 in splits  # both the merge and the direct store ran
     assert_matches_reference(f"planned decode, splits {splits}", out, batch.reference(),
                              batch.sdpa())
+
+
+def test_the_grid_has_no_more_rows_than_the_batch_can_have_pieces(device):
+    """MQA's wave on an H200 is 264 programs of one KV head: 264 rows. Three decodes have at
+    most 3 x 64 pieces, so their grid is 192 rows, each running one piece (a wave's rows would
+    leave 72 programs that only return); five fill the wave's rows."""
+    plan = DecodePlan.allocate(8, 1, 264, device)
+    assert plan.grid_rows(3) == 3 * config.MAX_KV_SPLITS and plan.grid_rows(5) == 264
+    cu_seqlens_q = torch.arange(4, dtype=torch.int32, device=device)
+    plan.update(cu_seqlens_q, torch.full((3,), 8192, dtype=torch.int32, device=device), 3)
+    assert plan.seq_splits[:3].tolist() == [config.MAX_KV_SPLITS] * 3
+    assert [len(row) for row in rows_of(plan, 3)] == [1] * 192
 
 
 def test_rows_run_a_second_piece_when_the_pieces_outnumber_the_rows(device):
