@@ -235,8 +235,17 @@ class KernelRunner:
                                          inp.head_dim, inp.cache_dtype)
             self.decode_plan = fk.DecodePlan.allocate(inp.spec.num_reqs, inp.num_kv_heads, wave,
                                                       inp.qkv.device)
-            self.decode_plan.update(inp.query_start_loc, inp.seq_lens, inp.spec.num_reqs)
+            self.tile_tokens = config.planned_decode_tiles(
+                inp.spec.num_reqs, inp.num_kv_heads, inp.qkv.device,
+                inp.num_q_heads // inp.num_kv_heads, inp.head_dim, inp.query.dtype,
+                inp.cache_dtype).block_n
+            self.plan()
         self.output = torch.empty_like(inp.query)
+
+    def plan(self):
+        inp = self.inp
+        self.decode_plan.update(inp.query_start_loc, inp.seq_lens, inp.spec.num_reqs,
+                                inp.spec.variant.sliding_window, self.tile_tokens)
 
     def update(self):
         self.fk.write_kv_cache(self.inp.key, self.inp.value, self.cache, self.inp.slot_mapping,

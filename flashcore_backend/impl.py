@@ -11,8 +11,6 @@ from flashcore_kernels import paged_attention, warm_up, write_kv_cache
 from . import support
 from .vllm_api import AttentionImpl, AttentionType, get_current_vllm_config_or_none, init_logger
 
-FP8_DTYPE = torch.float8_e4m3fn  # what vLLM's "fp8" / "fp8_e4m3" KV cache holds on CUDA
-
 logger = init_logger("vllm.flashcore_backend")
 
 
@@ -77,7 +75,7 @@ class FlashCoreImpl(AttentionImpl):
         key = key[:num_tokens].view(-1, self.num_kv_heads, self.head_size)
         value = value[:num_tokens].view(-1, self.num_kv_heads, self.head_size)
         if self.fp8_cache:
-            write_kv_cache(key, value, kv_cache.view(FP8_DTYPE), slot_mapping,
+            write_kv_cache(key, value, kv_cache.view(support.FP8_DTYPE), slot_mapping,
                            k_scale=layer._k_scale, v_scale=layer._v_scale)
         else:
             write_kv_cache(key, value, kv_cache, slot_mapping)
@@ -97,7 +95,7 @@ class FlashCoreImpl(AttentionImpl):
             return output.fill_(0)
         num_tokens = attn_metadata.num_actual_tokens
         if self.fp8_cache:
-            kv_cache = kv_cache.view(FP8_DTYPE)
+            kv_cache = kv_cache.view(support.FP8_DTYPE)
         paged_attention(
             query[:num_tokens].view(-1, self.num_heads, self.head_size), kv_cache,
             attn_metadata.query_start_loc, attn_metadata.seq_lens, attn_metadata.block_table,
@@ -130,7 +128,7 @@ class FlashCoreImpl(AttentionImpl):
                     key.view(-1, self.num_kv_heads, self.head_size),
                     value.view(-1, self.num_kv_heads, self.head_size),
                     output.view(-1, self.num_heads, self.head_size), page_size=page_size,
-                    cache_dtype=FP8_DTYPE if self.fp8_cache else query.dtype,
+                    cache_dtype=support.kernel_cache_dtype(self.kv_cache_dtype, query.dtype),
                     stride_order=stride_order, **self._attention_options(layer, query.device))
         except Exception as err:  # only a head start: a real step makes the same launches and
             # raises there if they are wrong

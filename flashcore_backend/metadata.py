@@ -35,7 +35,9 @@ from typing import ClassVar
 
 import torch
 from flashcore_kernels import DecodePlan, SplitKVWorkspace
-from flashcore_kernels.config import decode_wave
+from flashcore_kernels.config import decode_wave, planned_decode_tiles
+
+from . import support
 
 from .vllm_api import (
     AttentionCGSupport,
@@ -78,6 +80,13 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
             head_dim=head_dim, cache_dtype=cache_dtype, device=device)
         wave = decode_wave(device, num_q_heads // num_kv_heads, head_dim, cache_dtype)
         self.decode_plan = DecodePlan.allocate(max_num_seqs, num_kv_heads, wave, device)
+        # The decode kernel's tiles, whose steps the plan cuts pieces in, depend on the batch
+        # size: found on the host once for each size (the kernels' own dtypes, not the spec's).
+        self._tile_tokens = {}
+        self._tile_args = (num_kv_heads, device, num_q_heads // num_kv_heads, head_dim,
+                           model_config.dtype,
+                           support.kernel_cache_dtype(vllm_config.cache_config.cache_dtype,
+                                                      model_config.dtype))
         # A sliding-window group's decodes read the window only: the plan splits that.
         self.sliding_window = getattr(kv_cache_spec, "sliding_window", None) or None
         self.decode_plan.warm_up(self.sliding_window)
@@ -92,12 +101,19 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
         # Every row the kernels launch for (padding included: not a decode, so no split).
         num_seqs = m.seq_lens.shape[0]
         if self.decode_plan.applies_to(num_seqs):  # (else the launch makes no use of it)
-            self.decode_plan.update(m.query_start_loc, m.seq_lens, num_seqs, self.sliding_window)
+            self.decode_plan.update(m.query_start_loc, m.seq_lens, num_seqs, self.sliding_window,
+                                    self.tile_tokens(num_seqs))
         return FlashCoreMetadata(
             num_actual_tokens=m.num_actual_tokens, max_query_len=m.max_query_len,
             max_seq_len=m.max_seq_len, query_start_loc=m.query_start_loc, seq_lens=m.seq_lens,
             block_table=m.block_table_tensor, slot_mapping=m.slot_mapping,
             workspace=self.workspace, decode_plan=self.decode_plan)
+
+    def tile_tokens(self, num_seqs: int) -> int:
+        """KV tokens a step of the decode kernel takes in the planned launch of ``num_seqs``."""
+        if num_seqs not in self._tile_tokens:
+            self._tile_tokens[num_seqs] = planned_decode_tiles(num_seqs, *self._tile_args).block_n
+        return self._tile_tokens[num_seqs]
 
     def build_for_cudagraph_capture(
             self, common_attn_metadata: CommonAttentionMetadata) -> FlashCoreMetadata:

@@ -21,11 +21,17 @@ SUPPORTED_HEAD_SIZES = list(range(checks.MIN_HEAD_DIM, checks.MAX_HEAD_DIM + 1,
 # query's dtype (no conversion on load). "fp8"/"fp8_e4m3": float8_e4m3fn with the layer's
 # per-tensor K/V scales, quantised on write and dequantised on load.
 FP8_KV_CACHE_DTYPES = ["fp8", "fp8_e4m3"]
+FP8_DTYPE = torch.float8_e4m3fn  # what vLLM's "fp8" / "fp8_e4m3" KV cache holds on CUDA
 SUPPORTED_KV_CACHE_DTYPES = ["auto", "float16", "bfloat16", *FP8_KV_CACHE_DTYPES]
 PAGE_SIZE_MULTIPLE = 16  # vLLM's block_size; the kernels' KV tiles are 16-token multiples
 MIN_COMPUTE_CAPABILITY = 80  # Ampere and newer (bf16 tensor cores); measured on H100 (90)
 
 _CACHE_DTYPE_TO_TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def kernel_cache_dtype(kv_cache_dtype: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels read a ``kv_cache_dtype`` cache of a ``dtype`` model in."""
+    return FP8_DTYPE if kv_cache_dtype in FP8_KV_CACHE_DTYPES else dtype
 
 
 def head_size_reason(head_size: int) -> str | None:

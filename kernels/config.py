@@ -400,6 +400,17 @@ def num_kv_splits(num_seqs: int, num_kv_heads: int, device: torch.device, querie
     return min(MAX_KV_SPLITS, power_of_2_at_most(splits))
 
 
+def planned_decode_tiles(num_seqs: int, num_kv_heads: int, device: torch.device,
+                         queries_per_kv: int, head_dim: int, dtype: torch.dtype,
+                         cache_dtype: torch.dtype) -> TileConfig:
+    """The decode kernel's tiles in a planned launch of ``num_seqs`` sequences (the launcher's
+    choice: those of the count a batch of like lengths gets), whose steps the decode plan cuts
+    its pieces in (``DecodePlan.update``'s ``tile_tokens``)."""
+    splits = num_kv_splits(num_seqs, num_kv_heads, device, queries_per_kv, head_dim, cache_dtype)
+    return decode_tiles(head_dim, queries_per_kv, splits, dtype, cache_dtype,
+                        shared_memory_per_block(device), planned=True)
+
+
 def merge_heads(num_q_heads: int, num_splits: int) -> int:
     """Query heads each program of the split merge combines (decode.merge_splits_kernel): as
     many as MERGE_PARTIALS allows, a power of two, at most the heads there are.

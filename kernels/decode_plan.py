@@ -10,7 +10,11 @@ GPU's wave of programs in proportion to its length, cut in pieces of one length 
 shortest at which the pieces fit the grid's rows (below), with no row holding more than one
 piece's length, and at least a wave row's fair share of the batch's tokens,
 
-    splits = ceil(length / piece length), 1 to 64.
+    splits = ceil(length / piece length), 1 to 64,
+
+and no more than the decode kernel's tiles in the length (a split with none would only launch a
+program that reads nothing and add a partial to the merge: MQA 8 x 512 on an H200, 32 splits
+of 8 tiles, 9.5 -> 8.4 us at 8; benchmarks/results/tiles-h200/ab_decode_plan.txt, run 18).
 
 So the rows end together, and the one that ends the launch is as short as the lengths allow.
 At equal lengths that is the most splits that fit the rows, which at the decode grid's batch
@@ -121,10 +125,14 @@ class DecodePlan:
         return num_seqs > 1
 
     def update(self, cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, num_seqs: int,
-               sliding_window: int | None = None) -> None:
+               sliding_window: int | None = None, tile_tokens: int = 1) -> None:
         """Plan the batch of the first ``num_seqs`` sequences (decodes are those with one query
         token), whose layers see only their last ``sliding_window`` tokens if given (a decode's
-        work is then the window, not its length). One launch; reads nothing on the host."""
+        work is then the window, not its length), for a decode kernel that steps through KV
+        ``tile_tokens`` at a time (its tile's ``block_n``: ``config.planned_decode_tiles``).
+        One launch; reads nothing on the host."""
+        if tile_tokens < 1:
+            raise ValueError(f"tile_tokens must be at least 1, got {tile_tokens}")
         if num_seqs > self.seq_splits.shape[0] or self.capacity(num_seqs) > self.pieces.shape[0]:
             raise ValueError(f"the plan holds {self.seq_splits.shape[0]} sequences, the batch "
                              f"has {num_seqs}")
@@ -132,7 +140,7 @@ class DecodePlan:
             return
         plan_kernel[(1,)](
             self.pieces, self.seq_splits, self.seq_first_piece, cu_seqlens_q, seq_lens, num_seqs,
-            self.grid_rows(num_seqs), self.wave, self.num_kv_heads,
+            self.grid_rows(num_seqs), self.wave, self.num_kv_heads, tile_tokens,
             SLIDING_WINDOW=sliding_window or 0, BLOCK_SEQS=max(2, config.next_power_of_2(num_seqs)),
             MAX_SPLITS=config.MAX_KV_SPLITS, SPLIT_BITS=SPLIT_BITS, FILL_BLOCK=1024)
 
@@ -159,7 +167,7 @@ class DecodePlan:
 
 # The batch's sizes are not specialised on (a multiple of 16 or not would compile a variant of
 # its own), so that warm_up's launches compile every variant an engine's batches launch.
-@triton.jit(do_not_specialize=["num_seqs", "grid_rows"])
+@triton.jit(do_not_specialize=["num_seqs", "grid_rows", "tile_tokens"])
 def plan_kernel(
     pieces,  # [2 * grid_rows] int64 slots, written: packed pieces with their rows, or -1
     seq_splits,  # [num_seqs] int32, written
@@ -167,6 +175,7 @@ def plan_kernel(
     cu_seqlens_q,  # [num_seqs + 1] int32
     seq_lens,  # [num_seqs] int32
     num_seqs, grid_rows, wave, num_kv_heads,
+    tile_tokens,  # KV tokens of one step of the decode kernel (its BLOCK_N)
     SLIDING_WINDOW: tl.constexpr,  # tokens a decode reads at most; 0 = all
     BLOCK_SEQS: tl.constexpr,  # num_seqs rounded up to a power of two
     MAX_SPLITS: tl.constexpr,  # (config.MAX_KV_SPLITS)
@@ -178,7 +187,8 @@ def plan_kernel(
     query_len = (tl.load(cu_seqlens_q + seq + 1, mask=valid, other=0)
                  - tl.load(cu_seqlens_q + seq, mask=valid, other=0))
     is_decode = valid & (query_len == 1)
-    length = tl.where(is_decode, tl.load(seq_lens + seq, mask=valid, other=0), 0).to(tl.int64)
+    seq_len = tl.where(is_decode, tl.load(seq_lens + seq, mask=valid, other=0), 0).to(tl.int64)
+    length = seq_len
     if SLIDING_WINDOW > 0:
         length = tl.minimum(length, SLIDING_WINDOW)
     # The piece length: the shortest at which the pieces fit the grid's rows with no row
@@ -199,6 +209,10 @@ def plan_kernel(
         lo = tl.where(fits, lo, mid + 1)
     piece_length = lo
     splits = tl.minimum((length + piece_length - 1) // piece_length, MAX_SPLITS)
+    # No more splits than the decode kernel's tiles (the module's docstring). Its range starts at
+    # the tile that holds the window's first token.
+    kv_lo = (seq_len - length) // tile_tokens * tile_tokens
+    splits = tl.minimum(splits, (seq_len - kv_lo + tile_tokens - 1) // tile_tokens)
     splits = tl.where(is_decode, tl.maximum(splits, 1), 0)
     # Longest piece first: sort keys of (a piece's tokens, split count, sequence), the sequence
     # reversed so that equal pieces keep the batch's order.

@@ -67,7 +67,8 @@ def test_build_passes_vllm_tensors_through_without_tensor_ops(make_config, devic
         md = builder.build(0, common)
     num_seqs = len(spec.seq_lens)
     assert planned == ([(builder.decode_plan, (common.query_start_loc, common.seq_lens,
-                                               num_seqs, None))] if num_seqs > 1 else [])
+                                               num_seqs, None, builder.tile_tokens(num_seqs)))]
+                       if num_seqs > 1 else [])
     assert md.decode_plan is builder.decode_plan
     assert isinstance(md, FlashCoreMetadata)
     assert md.num_actual_tokens == spec.num_tokens
@@ -93,6 +94,32 @@ def test_build_plans_the_batch(make_config, device):
     assert splits[0] > splits[1]  # the long decode in more pieces
     pieces = [unpack_slot(slot)[0] for slot in plan.pieces.tolist() if slot >= 0]
     assert sorted(pieces) == [0] * splits[0] + [1] * splits[1] + [4] * splits[4]
+
+
+@pytest.mark.parametrize("kv_cache_dtype", ["auto", "fp8"])
+def test_the_plan_cuts_pieces_in_the_decode_kernels_steps(tmp_path, registered, device,
+                                                           monkeypatch, kv_cache_dtype):
+    """The plan gets the tile the launcher picks for the batch, from the dtype the kernels read
+    the cache in (an fp8 cache's spec holds uint8): at 8 sequences of 2 KV heads, one split,
+    Hopper's rules step 128 tokens over fp8 and 64 over fp16."""
+    from flashcore_kernels import config
+
+    from .vllm_batch import make_vllm_config, write_model_dir
+
+    monkeypatch.setattr(config, "interpreting", lambda: False)  # (Hopper's rules, not the CPU's)
+    vllm_config = make_vllm_config(write_model_dir(tmp_path, G), G, device=device)
+    vllm_config.cache_config.cache_dtype = kv_cache_dtype
+    fp8 = kv_cache_dtype == "fp8"
+    spec = dataclasses.replace(kv_cache_spec(G), dtype=torch.uint8) if fp8 else kv_cache_spec(G)
+    with set_current_vllm_config(vllm_config):
+        builder = FlashCoreMetadataBuilder(spec, ["model.layers.0.self_attn.attn"], vllm_config,
+                                           device)
+    num_seqs = G.max_num_seqs
+    splits = config.num_kv_splits(num_seqs, G.num_kv_heads, device,
+                                  G.num_q_heads // G.num_kv_heads, G.head_size, spec.dtype)
+    tiles = config.decode_tiles(G.head_size, G.num_q_heads // G.num_kv_heads, splits, G.dtype,
+                                torch.float8_e4m3fn if fp8 else G.dtype, planned=True)
+    assert builder.tile_tokens(num_seqs) == tiles.block_n == (128 if fp8 else 64)
 
 
 def test_build_refuses_what_the_kernels_cannot_do(make_config, device):

@@ -14,12 +14,12 @@ from ..accuracy import assert_matches_reference
 from ..paged_batch import make_batch
 
 
-def planned(batch, num_kv_heads, wave, max_num_seqs=None):
+def planned(batch, num_kv_heads, wave, max_num_seqs=None, **options):
     """A plan for ``batch`` made on its device, for a GPU that runs ``wave`` decode programs at
-    once (the interpreter's own is small)."""
+    once (the interpreter's own is small); ``options``: ``update``'s."""
     plan = DecodePlan.allocate(max_num_seqs or len(batch.kv_lens), num_kv_heads, wave,
                                batch.query.device)
-    plan.update(batch.cu_seqlens_q, batch.seq_lens, len(batch.kv_lens))
+    plan.update(batch.cu_seqlens_q, batch.seq_lens, len(batch.kv_lens), **options)
     return plan
 
 
@@ -33,17 +33,19 @@ def rows_of(plan, num_seqs):
             for r in range(rows)]
 
 
-def expected_splits(q_lens, kv_lens, num_kv_heads, wave):
+def expected_splits(q_lens, kv_lens, num_kv_heads, wave, tiles=None):
     """plan_kernel's split counts, found by counting up from the fair share where the kernel
     bisects: the shortest piece length, at least a wave row's share of the decodes' tokens, at
-    which the pieces fit the grid's rows, rows of two taking only decodes of at most half of it."""
+    which the pieces fit the grid's rows, rows of two taking only decodes of at most half of it;
+    then each at most its decode's ``tiles`` of the decode kernel, if given."""
     decodes = [kv for q, kv in zip(q_lens, kv_lens) if q == 1]
     rows = DecodePlan.grid_rows_for(len(q_lens), num_kv_heads, wave)
     piece = max(1, -(-sum(decodes) * num_kv_heads // wave))
     count = lambda kv: min(config.MAX_KV_SPLITS, -(-kv // piece))  # noqa: E731
     while sum(map(count, decodes)) - rows > sum(2 * kv <= piece for kv in decodes) // 2:
         piece += 1
-    return [count(kv) if q == 1 else 0 for q, kv in zip(q_lens, kv_lens)]
+    tiles = tiles or kv_lens  # (a tile of one token: never fewer tiles than pieces)
+    return [min(count(kv), t) if q == 1 else 0 for q, kv, t in zip(q_lens, kv_lens, tiles)]
 
 
 @pytest.mark.parametrize("q_lens, kv_lens, num_kv_heads, wave", [
@@ -96,6 +98,28 @@ def test_a_window_caps_what_each_decode_counts_for(device):
     plan = DecodePlan.allocate(3, 2, 48, batch.query.device)
     plan.update(batch.cu_seqlens_q, batch.seq_lens, 3, sliding_window=100)
     assert plan.seq_splits[:3].tolist() == expected_splits([1, 1, 1], [100, 100, 40], 2, 48)
+
+
+def test_no_decode_gets_more_splits_than_the_decode_kernel_has_tiles(device):
+    """A wave of 64 rows cuts 40, 48 and 300 tokens in pieces of 7: 6, 7 and 43, where 16-token
+    tiles give them 3, 3 and 19 (more would be splits with nothing to read). Under a window of
+    90, a decode's tiles start at the tile that holds the window's first token: at 5000 tokens
+    that is 4896, so 7 tiles, one more than the window's 90 tokens fill."""
+    batch = make_batch([1] * 3, [40, 48, 300], num_q_heads=4, num_kv_heads=1, device=device)
+    assert planned(batch, 1, 64).seq_splits[:3].tolist() == [6, 7, 43]
+    plan = planned(batch, 1, 64, tile_tokens=16)
+    assert plan.seq_splits[:3].tolist() == expected_splits([1] * 3, [40, 48, 300], 1, 64,
+                                                           tiles=[3, 3, 19]) == [3, 3, 19]
+    out = batch.poisoned_out()
+    fk.paged_attention(*batch.args(), max_query_len=1, out=out, decode_plan=plan)
+    assert_matches_reference("planned decode, splits [3, 3, 19]", out, batch.reference(),
+                             batch.sdpa())
+    window = make_batch([1, 1], [5000, 90], num_q_heads=4, num_kv_heads=1, device=device)
+    plan = planned(window, 1, 64, sliding_window=90, tile_tokens=16)
+    assert plan.seq_splits[:2].tolist() == expected_splits([1, 1], [90, 90], 1, 64,
+                                                           tiles=[7, 6]) == [7, 6]
+    with pytest.raises(ValueError, match="tile_tokens"):
+        plan.update(window.cu_seqlens_q, window.seq_lens, 2, tile_tokens=0)
 
 
 def test_one_long_decode_beside_short_ones_fills_the_wave(device):
@@ -246,6 +270,6 @@ def test_after_warm_up_no_batch_compiles_the_plan_kernel():
         q_lens = [1] * num_seqs if num_seqs % 2 else [1] * (num_seqs - 1) + [7]
         cu_seqlens_q = torch.tensor([0] + q_lens, device=device).cumsum(0).to(torch.int32)
         seq_lens = torch.arange(100, 100 + 50 * num_seqs, 50, dtype=torch.int32, device=device)
-        plan.update(cu_seqlens_q, seq_lens, num_seqs)
+        plan.update(cu_seqlens_q, seq_lens, num_seqs, tile_tokens=(64, 128)[num_seqs % 2])
     torch.cuda.synchronize()
     assert len(compiled) == variants

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import flashcore_kernels as fk
+from flashcore_kernels import config
 
 from ..accuracy import assert_matches_reference
 from ..paged_batch import make_batch
@@ -47,6 +48,17 @@ def test_split_kv_decode_any_split_count(device, splits):
     """Splits past the end of short sequences are empty; the merge must ignore them."""
     batch = make_batch([1] * 4, [1, 17, 64, 200], device=device, seed=splits)
     check(f"decode, {splits} KV splits", batch, num_kv_splits=splits)
+
+
+def test_every_split_holds_tiles_while_there_are_enough(device):
+    """12 of the kernel's tiles in 8 splits: each split gets one or two, where cutting two a
+    split left the last two splits empty (their log-sum-exp -inf)."""
+    block_n = config.decode_tiles(64, 2, 8, torch.float16, torch.float16,
+                                  config.shared_memory_per_block(device)).block_n
+    batch = make_batch([1], [12 * block_n], device=device)
+    workspace = fk.SplitKVWorkspace.with_rows(8, 4, 64, device)
+    check("decode, 12 tiles in 8 KV splits", batch, num_kv_splits=8, workspace=workspace)
+    assert workspace.partial_lse[:8].isfinite().all()
 
 
 @pytest.mark.parametrize("splits", [2, 8, 32, 64])
