@@ -100,13 +100,16 @@ def test_build_plans_the_batch(make_config, device):
 def test_the_plan_cuts_pieces_in_the_decode_kernels_steps(tmp_path, registered, device,
                                                            monkeypatch, kv_cache_dtype):
     """The plan gets the tile the launcher picks for the batch, from the dtype the kernels read
-    the cache in (an fp8 cache's spec holds uint8): at 8 sequences of 2 KV heads, one split,
-    Hopper's rules step 128 tokens over fp8 and 64 over fp16."""
+    the cache in (an fp8 cache's spec holds uint8): at 8 sequences of 2 KV heads on a GPU of 4
+    SMs, one split, Hopper's rules step 128 tokens over fp8 and 64 over fp16."""
     from flashcore_kernels import config
 
     from .vllm_batch import make_vllm_config, write_model_dir
 
     monkeypatch.setattr(config, "interpreting", lambda: False)  # (Hopper's rules, not the CPU's)
+    monkeypatch.setattr(config, "multiprocessor_count", lambda device: 4)
+    monkeypatch.setattr(config, "shared_memory_per_block",
+                        lambda device: config.HOPPER_SHARED_MEMORY)
     vllm_config = make_vllm_config(write_model_dir(tmp_path, G), G, device=device)
     vllm_config.cache_config.cache_dtype = kv_cache_dtype
     fp8 = kv_cache_dtype == "fp8"
