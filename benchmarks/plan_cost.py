@@ -63,17 +63,17 @@ def best_times(runners: dict, device, reps: int) -> dict:
 
 
 def plan_on_rows(fk, cu_seqlens_q, seq_lens, num_seqs: int, num_kv_heads: int, rows: int,
-                 wave: int):
-    """The engine's plan of a batch made for, and launched on, a grid of ``rows`` rows of
-    programs instead of the plan's own ``grid_rows``: its pieces fit those rows, and how many
-    empty rows the launch carries is then the caller's. The rows' slots, two a row, must hold
-    every piece."""
+                 wave: int, tile_tokens: int = 1):
+    """The engine's plan of a batch (for a decode kernel stepping ``tile_tokens`` at a time)
+    made for, and launched on, a grid of ``rows`` rows of programs instead of the plan's own
+    ``grid_rows``: its pieces fit those rows, and how many empty rows the launch carries is then
+    the caller's. The rows' slots, two a row, must hold every piece."""
     plan = fk.DecodePlan.allocate(num_seqs, num_kv_heads, wave, cu_seqlens_q.device)
     if rows > plan.grid_rows(num_seqs):
         raise ValueError(f"{rows} rows: the plan holds {plan.grid_rows(num_seqs)}")
     # The launcher sizes the grid, and the plan its layout, by grid_rows().
     plan.grid_rows = lambda _num_seqs: rows
-    plan.update(cu_seqlens_q, seq_lens, num_seqs)
+    plan.update(cu_seqlens_q, seq_lens, num_seqs, tile_tokens=tile_tokens)
     pieces = int(plan.seq_splits[:num_seqs].sum())
     if pieces > 2 * rows:
         raise ValueError(f"{rows} rows cannot hold the plan's {pieces} pieces")
@@ -93,7 +93,8 @@ def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str
                    "exact": harness.KernelRunner(inp, planned=False)}
         runners["exact"].decode_plan = plan_on_rows(fk, inp.query_start_loc, inp.seq_lens,
                                                     batch, num_kv_heads, pieces,
-                                                    config.decode_wave(device, *kernel))
+                                                    config.decode_wave(device, *kernel),
+                                                    runners["planned"].tile_tokens)
         planned_splits = runners["planned"].decode_plan.seq_splits[:batch].tolist()
         if planned_splits != [splits] * batch:  # the parts compare only at like counts
             return (f"{batch}x{context}: not compared, the plan splits "
