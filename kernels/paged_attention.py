@@ -79,8 +79,9 @@ def paged_attention(query: torch.Tensor, kv_cache: torch.Tensor, cu_seqlens_q: t
         out: ``[num_tokens, num_q_heads, head_dim]`` written in place; allocated when None.
         workspace: split-KV scratch (see ``SplitKVWorkspace.allocate``); allocated when None.
         num_kv_splits: override the split-KV heuristic (a power of two).
-        decode_plan: a ``DecodePlan`` made for this batch (``decode_plan.update``): decodes are
-            split by their own lengths and run longest piece first. Without one every decode
+        decode_plan: a ``DecodePlan`` made for this batch (``decode_plan.update``, given the
+            step of ``config.planned_decode_tiles``): decodes are split by their own lengths
+            and run longest piece first. Without one every decode
             gets the split count of ``config.num_kv_splits``, which suits a batch of like
             lengths only. The workspace must hold ``decode_plan.capacity(num_seqs)`` rows.
         check_lengths: check per-sequence lengths and page ids first; this reads the metadata
