@@ -131,7 +131,6 @@ def stream_us(nbytes: int, device) -> tuple[float, str]:
                                        25, 100)
             if not us >= best[0]:  # also replaces the NaN
                 best = (us, f"{programs} x {block}")
-    del x
     return best
 
 
