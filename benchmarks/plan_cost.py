@@ -80,6 +80,16 @@ def plan_on_rows(fk, cu_seqlens_q, seq_lens, num_seqs: int, num_kv_heads: int, r
     return plan
 
 
+def unlike_counts(label: str, plan, num_seqs: int, splits: int) -> str | None:
+    """Why a case is not compared: the plan's split counts are not the launch's ``splits`` for
+    every sequence (None where they are)."""
+    planned = plan.seq_splits[:num_seqs].tolist()
+    if planned == [splits] * num_seqs:
+        return None
+    return (f"{label} not compared, the plan splits {sorted(set(planned))}, the launch without "
+            f"it {splits}")
+
+
 def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str:
     num_kv_heads = g.num_kv_heads
     queries_per_kv = g.num_q_heads // num_kv_heads
@@ -95,10 +105,10 @@ def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str
                                                     batch, num_kv_heads, pieces,
                                                     config.decode_wave(device, *kernel),
                                                     runners["planned"].tile_tokens)
-        planned_splits = runners["planned"].decode_plan.seq_splits[:batch].tolist()
-        if planned_splits != [splits] * batch:  # the parts compare only at like counts
-            return (f"{batch}x{context}: not compared, the plan splits "
-                    f"{sorted(set(planned_splits))}, the launch without it {splits}")
+        unlike = unlike_counts(f"{batch}x{context}:", runners["planned"].decode_plan, batch,
+                               splits)
+        if unlike:  # the parts compare only at like counts
+            return unlike
         assert runners["exact"].decode_plan.seq_splits[:batch].tolist() == [splits] * batch
         runners["static"].forward()
         expected = runners["static"].output.float()
@@ -127,10 +137,9 @@ def order_case(fk, config, g, batch: int, context: int, device, reps: int) -> st
                    "seq-major": harness.KernelRunner(inp, planned=True),
                    "split-major": harness.KernelRunner(inp, planned=True)}
         plan = runners["split-major"].decode_plan
-        planned_splits = plan.seq_splits[:batch].tolist()
-        if planned_splits != [splits] * batch:  # (the rewrite below lists `splits` a sequence)
-            return (f"{batch}x{context}: order not compared, the plan splits "
-                    f"{sorted(set(planned_splits))}, the launch without it {splits}")
+        unlike = unlike_counts(f"{batch}x{context}: order", plan, batch, splits)
+        if unlike:  # (the rewrite below lists `splits` a sequence)
+            return unlike
         # Into the plan's own slots; the merge is left out, so any distinct partial rows do.
         split_major = [fk.decode_plan.pack_slot(seq, k, splits, seq * splits + k)
                        for k in range(splits) for seq in range(batch)]

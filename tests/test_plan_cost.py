@@ -28,6 +28,18 @@ def test_merge_left_out_runs_the_decode_kernel_alone(device):
     assert not out.isnan().any()
 
 
+def test_a_case_whose_plan_splits_unlike_the_launch_is_not_compared(device):
+    """3 decodes of 80, 90 and 80 tokens on a wave of 12 programs of 2 KV heads: 2 splits each,
+    the launch's count at 2, not at 4."""
+    batch = make_batch([1, 1, 1], [80, 90, 80], device=device)
+    plan = fk.DecodePlan.allocate(3, 2, 12, batch.query.device)
+    plan.update(batch.cu_seqlens_q, batch.seq_lens, 3)
+    assert plan.seq_splits[:3].tolist() == [2, 2, 2]
+    assert plan_cost.unlike_counts("3x80:", plan, 3, 2) is None
+    assert plan_cost.unlike_counts("3x80:", plan, 3, 4) == (
+        "3x80: not compared, the plan splits [2], the launch without it 4")
+
+
 def test_refuses_to_run_without_a_gpu(monkeypatch):
     monkeypatch.setattr(plan_cost.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
