@@ -72,21 +72,20 @@ class FlashCoreMetadataBuilder(AttentionMetadataBuilder[FlashCoreMetadata]):
                        or model_config.get_num_attention_heads(vllm_config.parallel_config))
         max_num_seqs = vllm_config.scheduler_config.max_num_seqs
         num_kv_heads, head_dim = kv_cache_spec.num_kv_heads, kv_cache_spec.head_size
-        # The wave (and so the split counts) depends on the cache element's size only, which the
-        # spec's dtype gives (an fp8 cache's is one byte, whatever dtype vLLM stores it as).
-        cache_dtype = kv_cache_spec.dtype
+        # The dtypes the kernels read, as the impl hands them over: an fp8 cache's spec holds
+        # uint8, which the wave would count alike (one byte) but the tiles would not.
+        dtype = model_config.dtype
+        cache_dtype = support.kernel_cache_dtype(vllm_config.cache_config.cache_dtype, dtype)
         self.workspace = SplitKVWorkspace.allocate(
             max_num_seqs=max_num_seqs, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
             head_dim=head_dim, cache_dtype=cache_dtype, device=device)
         wave = decode_wave(device, num_q_heads // num_kv_heads, head_dim, cache_dtype)
         self.decode_plan = DecodePlan.allocate(max_num_seqs, num_kv_heads, wave, device)
         # The decode kernel's tiles, whose steps the plan cuts pieces in, depend on the batch
-        # size: found on the host once for each size (the kernels' own dtypes, not the spec's).
+        # size: found on the host once for each size.
         self._tile_tokens = {}
-        self._tile_args = (num_kv_heads, device, num_q_heads // num_kv_heads, head_dim,
-                           model_config.dtype,
-                           support.kernel_cache_dtype(vllm_config.cache_config.cache_dtype,
-                                                      model_config.dtype))
+        self._tile_args = (num_kv_heads, device, num_q_heads // num_kv_heads, head_dim, dtype,
+                           cache_dtype)
         # A sliding-window group's decodes read the window only: the plan splits that.
         self.sliding_window = getattr(kv_cache_spec, "sliding_window", None) or None
         self.decode_plan.warm_up(self.sliding_window)
