@@ -1,0 +1,208 @@
+"""Where a decode launch's programs run, and how long each takes: the SM of every program and
+its start and end (the GPU's global timer), for the decode grids of one batch of equal lengths.
+
+    python benchmarks/placement.py --cases 64x8192,64x32768,32x32768 --json /tmp/placement.json
+
+Llama-3-8B heads, bf16, page 16, random page order, CUDA-graph replay. The launches, on the same
+inputs in one process:
+
+- ``static``: without a plan (``config.num_kv_splits``'s count for every decode);
+- ``planned``: the engine's launch, the plan on its grid of a wave's rows, the empty rows first;
+- ``last``: the same plan with its pieces moved to the first rows, in the order of the launch
+  without a plan (sequence, then split), the empty rows last;
+- ``exact``: the plan made for a grid of exactly its pieces (``plan_cost.plan_on_rows``).
+
+Each is timed (us, best and all of ``--reps`` alternating rounds), then run once more with a copy
+of the decode kernel that writes each program's SM id (``%smid``) at its start and its start
+and end times (``%globaltimer``, ns) at its end; the copy is made from ``kernels/decode.py`` as
+it is (``probe_source``). Per launch it prints the probed replay's time, the programs an SM
+(real ones: those with a piece), the SMs with fewer than the most, and the mean time a program
+takes on SMs of each load. Where the probe's two extra stores change a kernel's register count
+enough to fit fewer programs an SM, the probed launch runs slower than the timed one: compare
+the two times before reading the placement.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import batches  # noqa: E402
+import geometry  # noqa: E402
+import harness  # noqa: E402
+import plan_cost  # noqa: E402
+
+PROBE_WORDS = 3  # int64 words a program writes: SM id, start, end
+
+
+def probe_source(decode_source: str) -> str:
+    """``kernels/decode.py``'s text with a ``probe`` argument added to ``decode_kernel``: each
+    program stores its SM id and start time first thing and its end time last, in
+    ``probe[PROBE_WORDS * program:]``. Nothing is held from start to end (the record's address
+    is found again), so that the probe takes no register the loop would miss."""
+    signature_end = "    FP16_PRODUCTS: tl.constexpr,"
+    body_end = "            SOFT_CAP, FP32_DOT, LOOKAHEAD, FP16_PRODUCTS)\n"
+    next_function = "\n\n@triton.jit\ndef decode_piece("
+    if (decode_source.count(signature_end) != 1
+            or decode_source.count(body_end + next_function) != 1):
+        raise ValueError("decode.py's decode_kernel no longer starts and ends as probe_source "
+                         "expects")
+    record = (f"    record = probe + {PROBE_WORDS} * (tl.program_id(0)\n"
+              "                          + tl.program_id(1) * tl.num_programs(0))\n")
+    head, rest = decode_source.split(signature_end)
+    signature_close = rest.index("\n):\n") + len("\n):\n")
+    rest = (rest[:signature_close].replace("\n):\n", "\n    probe,\n):\n") + record
+            + "    tl.store(record, smid().to(tl.int64))\n"
+            + "    tl.store(record + 1, globaltimer())\n" + rest[signature_close:])
+    rest = rest.replace(body_end + next_function,
+                        body_end + record + "    tl.store(record + 2, globaltimer())\n"
+                        + next_function)
+    return ("from triton.language.extra.cuda.utils import globaltimer, smid\n"
+            + head + signature_end + rest)
+
+
+class ProbedDecode:
+    """Stands in for the launcher's ``decode_kernel``: launches the probing copy with a probe
+    buffer of ``max_programs`` records."""
+
+    def __init__(self, max_programs: int, device):
+        import flashcore_kernels
+
+        source = probe_source(Path(flashcore_kernels.__file__).with_name("decode.py").read_text())
+        path = Path(tempfile.mkdtemp()) / "decode_probe.py"
+        path.write_text(source)
+        self.kernel = harness.load_version("probe", str(path)).decode_kernel
+        # Allocated here, not while a graph is captured (it would live in the graph's pool).
+        self.probe = torch.zeros(PROBE_WORDS * max_programs, dtype=torch.int64, device=device)
+        self.programs = 0
+
+    def __getitem__(self, grid):
+        programs = grid[0] * (grid[1] if len(grid) > 1 else 1)
+        if programs * PROBE_WORDS > self.probe.numel():
+            raise ValueError(f"{programs} programs, the probe holds {self.probe.numel() // 3}")
+        self.programs = programs
+        launch = self.kernel[grid]
+        return lambda *args, **kwargs: launch(*args, **kwargs, probe=self.probe)
+
+    def records(self) -> torch.Tensor:
+        """[programs, PROBE_WORDS] of the last launch, on the host."""
+        return self.probe[:PROBE_WORDS * self.programs].view(-1, PROBE_WORDS).cpu()
+
+
+def placement(records: torch.Tensor, real: list[bool]) -> dict:
+    """What the probe's ``records`` say: the real programs an SM ({load: SMs}), the SMs with
+    fewer than the most, the mean time (us) of a real program on SMs of each load, and the
+    launch's span (us) from its first start to its last end."""
+    sm, start, end = records[:, 0], records[:, 1], records[:, 2]
+    real = torch.tensor(real, dtype=torch.bool)
+    load = torch.bincount(sm[real], minlength=int(sm.max()) + 1)
+    us = (end - start).double() / 1e3
+    mean_us = {}
+    for count in load.unique().tolist():
+        on = real & (load[sm] == count)
+        if on.any():
+            mean_us[count] = round(float(us[on].mean()), 1)
+    return dict(loads={int(c): int((load == c).sum()) for c in load.unique()},
+                light_sms=(load < load.max()).nonzero().flatten().tolist(),
+                mean_us=mean_us, span_us=round(float(end.max() - start.min()) / 1e3, 1))
+
+
+def real_programs(plan, rows: int, num_kv_heads: int) -> list[bool]:
+    """Whether each program of a planned grid of ``rows`` rows runs a piece (decode.py: row r
+    runs slots r and 2 * rows - 1 - r)."""
+    slots = plan.pieces.tolist()
+    return [r for row in range(rows)
+            for r in [slots[row] >= 0 or slots[2 * rows - 1 - row] >= 0] * num_kv_heads]
+
+
+def pieces_first(plan, unpack_slot) -> None:
+    """The plan's pieces moved to its first slots, one a row, in the order of the launch
+    without a plan (sequence, then split): the empty rows last."""
+    slots = sorted((s for s in plan.pieces.tolist() if s >= 0),
+                   key=lambda s: unpack_slot(s)[:2])
+    moved = torch.full_like(plan.pieces, -1)
+    moved[:len(slots)] = torch.tensor(slots, dtype=torch.int64)
+    plan.pieces.copy_(moved)
+
+
+def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecode) -> dict:
+    import flashcore_kernels as fk
+    from flashcore_kernels import config
+    from flashcore_kernels.decode_plan import unpack_slot
+
+    launcher = sys.modules["flashcore_kernels.paged_attention"]
+    inp = harness.prepare(batches.decode_batch(batch, context), g, device=device)
+    try:
+        kernel = (g.queries_per_kv, g.head_dim, inp.cache_dtype)
+        splits = config.num_kv_splits(batch, g.num_kv_heads, device, *kernel)
+        runners = {"static": harness.KernelRunner(inp, planned=False),
+                   "planned": harness.KernelRunner(inp, planned=True),
+                   "last": harness.KernelRunner(inp, planned=True),
+                   "exact": harness.KernelRunner(inp, planned=False)}
+        rows = runners["planned"].decode_plan.grid_rows(batch)
+        runners["exact"].decode_plan = plan_cost.plan_on_rows(
+            fk, inp.query_start_loc, inp.seq_lens, batch, g.num_kv_heads, splits * batch,
+            config.decode_wave(device, *kernel), runners["planned"].tile_tokens)
+        pieces_first(runners["last"].decode_plan, unpack_slot)
+        every = [True] * (batch * g.num_kv_heads * splits)
+        real = {"static": every, "exact": every,
+                "planned": real_programs(runners["planned"].decode_plan, rows, g.num_kv_heads),
+                "last": real_programs(runners["last"].decode_plan, rows, g.num_kv_heads)}
+        runners["static"].forward()
+        expected = runners["static"].output.float()
+        for name, runner in runners.items():
+            runner.forward()
+            error = (runner.output.float() - expected).abs().max().item()
+            assert error < 1e-2, (name, error)  # the same batch, so the same output
+        times = {name: [] for name in runners}
+        for _ in range(reps):
+            for name, runner in runners.items():
+                times[name].append(1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100))
+        found = {}
+        kernel_in_place = launcher.decode_kernel
+        launcher.decode_kernel = probed
+        try:
+            for name, runner in runners.items():
+                probed_us = 1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100)
+                found[name] = dict(us=[round(t, 1) for t in times[name]],
+                                   probed_us=round(probed_us, 1),
+                                   **placement(probed.records(), real[name]))
+        finally:
+            launcher.decode_kernel = kernel_in_place
+    finally:
+        harness.release(inp)
+    return dict(rows=rows, splits=splits, launches=found)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", type=batches.parse_shapes, default="64x8192,64x32768",
+                   metavar="BxC,...", help="batch x context, equal lengths")
+    p.add_argument("--reps", type=int, default=3, help="timings of each launch, alternating")
+    p.add_argument("--json", type=Path, help="also write every figure here")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("needs a CUDA GPU")
+    device = torch.device("cuda")
+    g = geometry.get("llama3-8b")
+    probed = ProbedDecode(4096, device)
+    print(torch.cuda.get_device_name(device), flush=True)
+    found = {}
+    for batch, context in args.cases:
+        case = found[f"{batch}x{context}"] = run_case(batch, context, g, device, args.reps, probed)
+        print(f"{batch}x{context}: {case['rows']} rows planned, {case['splits']} splits", flush=True)
+        for name, launch in case["launches"].items():
+            print(f"  {name}: {'/'.join(map(str, launch['us']))} us, probed {launch['probed_us']}, "
+                  f"span {launch['span_us']}; programs an SM {launch['loads']}, us a program "
+                  f"{launch['mean_us']}; lighter SMs {launch['light_sms']}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(found, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
