@@ -29,17 +29,17 @@ def version_of(tmp_path, name: str, text: str):
     return harness.load_version(name, str(path))
 
 
-def split_batch(dtype=torch.float16) -> batches.Inputs:
-    """A batch the plan splits (a long decode beside short ones), on the CPU's small wave, so
-    the merge runs; tiny heads, so the interpreter is quick."""
+def split_batch(device, dtype=torch.float16) -> batches.Inputs:
+    """A batch the plan splits (a long decode beside short ones, on any wave), so the merge
+    runs; tiny heads, so the interpreter is quick."""
     g = geometry.get("tiny")
     spec = batches.uneven_decode_batch([300, 20, 45], "one long, two short")
     return batches.make_inputs(spec, g.num_q_heads, g.num_kv_heads, g.head_dim, dtype=dtype,
-                               device="cpu")
+                               device=device)
 
 
-def planned_runner(dtype=torch.float16) -> harness.KernelRunner:
-    runner = harness.KernelRunner(split_batch(dtype), planned=True)
+def planned_runner(device, dtype=torch.float16) -> harness.KernelRunner:
+    runner = harness.KernelRunner(split_batch(device, dtype), planned=True)
     runner.update()  # the batch's own K/V into the cache, as a step writes them first
     assert max(runner.decode_plan.seq_splits[:3].tolist()) > 1
     return runner
@@ -57,14 +57,14 @@ def test_serving_puts_a_versions_kernels_in_the_launcher_and_back(tmp_path):
     assert ab_decode.LAUNCHER.merge_splits_kernel is decode.merge_splits_kernel
 
 
-def test_the_version_serving_is_the_one_that_runs(tmp_path):
+def test_the_version_serving_is_the_one_that_runs(tmp_path, device):
     """A copy of the kernels is within the tolerance; a copy whose merge doubles its output is
     not, so the error ab_decode reports is the version's own."""
     text = (ROOT / "kernels" / "decode.py").read_text()
     assert text.count(MERGE_STORE) == 1
     same = version_of(tmp_path, "same", text)
     doubled = version_of(tmp_path, "doubled", text.replace(MERGE_STORE, "2 * " + MERGE_STORE))
-    runner = planned_runner()
+    runner = planned_runner(device)
     assert ab_decode.reference_error(runner, same) <= TOLERANCE[torch.float16]
     assert ab_decode.reference_error(runner, doubled) > 0.1
 

@@ -44,11 +44,11 @@ class RecordingLaunch:
         return launch
 
 
-def test_the_capped_launch_is_the_planned_one(monkeypatch):
+def test_the_capped_launch_is_the_planned_one(monkeypatch, device):
     launcher = importlib.import_module("flashcore_kernels.paged_attention")
     decode = RecordingLaunch(launcher.decode_kernel)
     monkeypatch.setattr(launcher, "decode_kernel", decode)
-    inp = split_batch()
+    inp = split_batch(device)
     found = ab_decode_plan.launches(inp, 96)
     assert list(found) == ["unplanned", "planned", "planned@96"]
     runner, forward = found["planned@96"]

@@ -81,7 +81,7 @@ def test_the_probed_kernel_computes_what_the_kernel_does(device, planned):
     batch = make_batch([1, 1, 1], [300, 1000, 90], device=device)
     plan = None
     if planned:
-        plan = fk.DecodePlan.allocate(3, batch.num_kv_heads, 16, device)
+        plan = fk.DecodePlan.allocate(3, batch.kv_cache.shape[1], 16, device)
         plan.update(batch.cu_seqlens_q, batch.seq_lens, 3)
     call = dict(max_query_len=1, decode_plan=plan)
     expected = fk.paged_attention(*batch.args(), **call)
