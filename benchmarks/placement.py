@@ -152,16 +152,8 @@ def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecod
         real = {"static": every, "exact": every,
                 "planned": real_programs(runners["planned"].decode_plan, rows, g.num_kv_heads),
                 "last": real_programs(runners["last"].decode_plan, rows, g.num_kv_heads)}
-        runners["static"].forward()
-        expected = runners["static"].output.float()
-        for name, runner in runners.items():
-            runner.forward()
-            error = (runner.output.float() - expected).abs().max().item()
-            assert error < 1e-2, (name, error)  # the same batch, so the same output
-        times = {name: [] for name in runners}
-        for _ in range(reps):
-            for name, runner in runners.items():
-                times[name].append(1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100))
+        plan_cost.assert_same_outputs(runners, "static")
+        times = plan_cost.all_times(runners, device, reps)
         found = {}
         kernel_in_place = launcher.decode_kernel
         launcher.decode_kernel = probed

@@ -53,13 +53,30 @@ def merge_left_out():
         launcher.merge_splits_kernel = merge
 
 
-def best_times(runners: dict, device, reps: int) -> dict:
-    """{name: best graph-replayed time in us} of each runner's forward, the runners alternating."""
+def all_times(runners: dict, device, reps: int) -> dict:
+    """{name: [graph-replayed time in us of each round]} of each runner's forward, the runners
+    alternating."""
     times = {name: [] for name in runners}
     for _ in range(reps):
         for name, runner in runners.items():
             times[name].append(1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100))
-    return {name: min(t) for name, t in times.items()}
+    return times
+
+
+def best_times(runners: dict, device, reps: int) -> dict:
+    """{name: best graph-replayed time in us} of each runner's forward, the runners alternating."""
+    return {name: min(t) for name, t in all_times(runners, device, reps).items()}
+
+
+def assert_same_outputs(runners: dict, reference: str) -> None:
+    """Every runner's output is the ``reference`` runner's, within rounding: the launches run the
+    same batch."""
+    runners[reference].forward()
+    expected = runners[reference].output.float()
+    for name, runner in runners.items():
+        runner.forward()
+        error = (runner.output.float() - expected).abs().max().item()
+        assert error < 1e-2, (name, error)
 
 
 def plan_on_rows(fk, cu_seqlens_q, seq_lens, num_seqs: int, num_kv_heads: int, rows: int,
@@ -110,12 +127,7 @@ def grid_case(fk, config, g, batch: int, context: int, device, reps: int) -> str
         if unlike:  # the parts compare only at like counts
             return unlike
         assert runners["exact"].decode_plan.seq_splits[:batch].tolist() == [splits] * batch
-        runners["static"].forward()
-        expected = runners["static"].output.float()
-        for name, runner in runners.items():
-            runner.forward()
-            error = (runner.output.float() - expected).abs().max().item()
-            assert error < 1e-2, (name, error)  # the same batch, so the same output
+        assert_same_outputs(runners, "static")
         times = best_times(runners, device, reps)
         with merge_left_out():
             times.update({f"{name}-nomerge": t

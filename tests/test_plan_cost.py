@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import plan_cost  # noqa: E402
@@ -71,3 +72,21 @@ def test_an_unknown_geometry_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         plan_cost.main(["--geometry", "llama-9"])
     assert exit_.value.code == 2 and "llama-9" in capsys.readouterr().err
+
+
+class FixedOutput:
+    """A runner whose forward leaves ``output`` as given."""
+
+    def __init__(self, output):
+        self.output = torch.tensor(output)
+
+    def forward(self):
+        pass
+
+
+def test_outputs_that_differ_are_caught():
+    plan_cost.assert_same_outputs({"a": FixedOutput([1.0, 2.0]), "b": FixedOutput([1.0, 2.001])},
+                                  "a")
+    with pytest.raises(AssertionError, match="'b'"):
+        plan_cost.assert_same_outputs({"a": FixedOutput([1.0, 2.0]),
+                                       "b": FixedOutput([1.0, 2.1])}, "a")
