@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from .decode_plan import unpack_piece
-from .tile import alibi_slopes_log2, attend_kv_range, fp8_cache_query, initial_softmax_state
+from .tile import (alibi_slopes_log2, attend_kv_range, fp8_cache_query, initial_softmax_state,
+                   kv_tiles)
 
 
 # The block table's row stride differs between an engine and warm_up's table: not specialised on
@@ -125,14 +126,13 @@ def decode_piece(
         kv_first = tl.maximum(seq_len - SLIDING_WINDOW, 0)
     else:
         kv_first = 0
-    kv_lo = kv_first // BLOCK_N * BLOCK_N
+    kv_lo, tiles = kv_tiles(seq_len, kv_first, BLOCK_N)
     # The range's tiles shared out as evenly as whole tiles go: split k starts at tile
     # ceil(k * tiles / splits), so every split holds floor or ceil(tiles / splits) tiles and none
     # is empty while splits <= tiles (the decode plan never counts more). Cutting ceil(tiles /
     # splits) a split left the last splits empty: 8 tiles in 7 splits were 4 of 2 tiles and 3
     # programs with nothing to read (H200, Llama 3 x 8k in 22 splits: 33.3 -> 32.7 us;
     # benchmarks/results/tiles-h200/ab_decode.txt, run 4).
-    tiles = tl.cdiv(seq_len - kv_lo, BLOCK_N)
     kv_start = kv_lo + tl.cdiv(split * tiles, num_splits) * BLOCK_N
     kv_end = kv_lo + tl.cdiv((split + 1) * tiles, num_splits) * BLOCK_N
     kv_end = tl.maximum(kv_start, tl.minimum(seq_len, kv_end))

@@ -58,6 +58,7 @@ import triton
 import triton.language as tl
 
 from . import config
+from .tile import kv_tiles
 
 # A piece packs (sequence, split, split count - 1) into the low 31 bits of an int64 slot, 6 bits
 # for each count, so sequences up to 2^19 (vLLM's max_num_seqs is some hundreds); its row of
@@ -209,10 +210,10 @@ def plan_kernel(
         lo = tl.where(fits, lo, mid + 1)
     piece_length = lo
     splits = tl.minimum((length + piece_length - 1) // piece_length, MAX_SPLITS)
-    # No more splits than the decode kernel's tiles (the module's docstring). Its range starts at
-    # the tile that holds the window's first token.
-    kv_lo = (seq_len - length) // tile_tokens * tile_tokens
-    splits = tl.minimum(splits, (seq_len - kv_lo + tile_tokens - 1) // tile_tokens)
+    # No more splits than the decode kernel's tiles (the module's docstring), counted as it
+    # counts them: from the tile that holds the window's first token.
+    _, tiles = kv_tiles(seq_len, seq_len - length, tile_tokens)
+    splits = tl.minimum(splits, tiles)
     splits = tl.where(is_decode, tl.maximum(splits, 1), 0)
     # Longest piece first: sort keys of (a piece's tokens, split count, sequence), the sequence
     # reversed so that equal pieces keep the batch's order.

@@ -32,6 +32,16 @@ def kv_token_offsets(
 
 
 @triton.jit
+def kv_tiles(seq_len, kv_first, block_n):
+    """The KV range a decode reads in steps of ``block_n`` tokens: where its first step starts
+    (the step that holds ``kv_first``, the window's first token, or 0) and how many steps reach
+    ``seq_len``. The decode kernel shares these steps out among a decode's splits; the decode
+    plan counts them, so that no split it makes gets none."""
+    kv_lo = kv_first // block_n * block_n
+    return kv_lo, tl.cdiv(seq_len - kv_lo, block_n)
+
+
+@triton.jit
 def load_or_zero(ptrs, mask):
     """``tl.load`` with zeros where ``mask`` is False; ``mask`` None loads everything."""
     if mask is None:
