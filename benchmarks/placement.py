@@ -12,14 +12,17 @@ inputs in one process:
   without a plan (sequence, then split), the empty rows last;
 - ``exact``: the plan made for a grid of exactly its pieces (``plan_cost.plan_on_rows``).
 
-Each is timed (us, best and all of ``--reps`` alternating rounds), then run once more with a copy
+Each is timed (us, every one of ``--reps`` alternating rounds), then timed once more with a copy
 of the decode kernel that writes each program's SM id (``%smid``) at its start and its start
-and end times (``%globaltimer``, ns) at its end; the copy is made from ``kernels/decode.py`` as
-it is (``probe_source``). Per launch it prints the probed replay's time, the programs an SM
-(real ones: those with a piece), the SMs with fewer than the most, and the mean time a program
-takes on SMs of each load. Where the probe's two extra stores change a kernel's register count
-enough to fit fewer programs an SM, the probed launch runs slower than the timed one: compare
-the two times before reading the placement.
+and end times (``%globaltimer``, ns) at its end, a record for each of the last 256 replays; the
+copy is made from ``kernels/decode.py`` as it is (``probe_source``). Per launch it prints the
+probed time, the last replay's placement (the programs an SM, real ones being those with a
+piece; the SMs with fewer than the most; the mean time a program takes on SMs of each load),
+and the replays grouped by where their lighter SMs were, with each group's spans (first start
+to last end): whether a replay's time follows its placement. The probed launch carries one
+more small kernel (the replay count) and its stores: where they change a kernel's register
+count enough to fit fewer programs an SM, it runs slower than the timed one, so compare the
+two times before reading the placement.
 """
 
 import argparse
@@ -40,10 +43,11 @@ PROBE_WORDS = 3  # int64 words a program writes: SM id, start, end
 
 
 def probe_source(decode_source: str) -> str:
-    """``kernels/decode.py``'s text with a ``probe`` argument added to ``decode_kernel``: each
-    program stores its SM id and start time first thing and its end time last, in
-    ``probe[PROBE_WORDS * program:]``. Nothing is held from start to end (the record's address
-    is found again), so that the probe takes no register the loop would miss."""
+    """``kernels/decode.py``'s text with probe arguments added to ``decode_kernel``: each program
+    stores its SM id and start time first thing and its end time last, in the records of the
+    launch that ``probe_counter`` counts (``ProbedDecode``), ``PROBE_REPLAYS`` launches kept.
+    Nothing is held from start to end (the record's address is found again), so that the probe
+    takes no register the loop would miss."""
     signature_end = "    FP16_PRODUCTS: tl.constexpr,"
     body_end = "            SOFT_CAP, FP32_DOT, LOOKAHEAD, FP16_PRODUCTS)\n"
     next_function = "\n\n@triton.jit\ndef decode_piece("
@@ -51,11 +55,14 @@ def probe_source(decode_source: str) -> str:
             or decode_source.count(body_end + next_function) != 1):
         raise ValueError("decode.py's decode_kernel no longer starts and ends as probe_source "
                          "expects")
-    record = (f"    record = probe + {PROBE_WORDS} * (tl.program_id(0)\n"
-              "                          + tl.program_id(1) * tl.num_programs(0))\n")
+    record = ("    programs = tl.num_programs(0) * tl.num_programs(1)\n"
+              "    launch = tl.load(probe_counter) % PROBE_REPLAYS\n"
+              f"    record = probe + {PROBE_WORDS} * (launch * programs + tl.program_id(0)\n"
+              "                                     + tl.program_id(1) * tl.num_programs(0))\n")
     head, rest = decode_source.split(signature_end)
     signature_close = rest.index("\n):\n") + len("\n):\n")
-    rest = (rest[:signature_close].replace("\n):\n", "\n    probe,\n):\n") + record
+    arguments = "\n    probe, probe_counter, PROBE_REPLAYS: tl.constexpr,\n):\n"
+    rest = (rest[:signature_close].replace("\n):\n", arguments) + record
             + "    tl.store(record, smid().to(tl.int64))\n"
             + "    tl.store(record + 1, globaltimer())\n" + rest[signature_close:])
     rest = rest.replace(body_end + next_function,
@@ -66,35 +73,51 @@ def probe_source(decode_source: str) -> str:
 
 
 class ProbedDecode:
-    """Stands in for the launcher's ``decode_kernel``: launches the probing copy with a probe
-    buffer of ``max_programs`` records."""
+    """Stands in for the launcher's ``decode_kernel``: counts its launches on the device (an
+    increment before each, so a CUDA graph's replays count too) and launches the probing copy,
+    which keeps the records of the last ``replays`` launches of up to ``max_programs``
+    programs."""
 
-    def __init__(self, max_programs: int, device):
+    def __init__(self, max_programs: int, device, replays: int = 256):
         import flashcore_kernels
 
         source = probe_source(Path(flashcore_kernels.__file__).with_name("decode.py").read_text())
         path = Path(tempfile.mkdtemp()) / "decode_probe.py"
         path.write_text(source)
         self.kernel = harness.load_version("probe", str(path)).decode_kernel
-        # Allocated here, not while a graph is captured (it would live in the graph's pool).
-        self.probe = torch.zeros(PROBE_WORDS * max_programs, dtype=torch.int64, device=device)
-        self.programs = 0
+        # Allocated here, not while a graph is captured (they would live in the graph's pool).
+        self.probe = torch.zeros(replays * max_programs * PROBE_WORDS, dtype=torch.int64,
+                                 device=device)
+        self.counter = torch.zeros(1, dtype=torch.int64, device=device)
+        self.replays, self.max_programs, self.programs = replays, max_programs, 0
 
     def __getitem__(self, grid):
         programs = grid[0] * (grid[1] if len(grid) > 1 else 1)
-        if programs * PROBE_WORDS > self.probe.numel():
-            raise ValueError(f"{programs} programs, the probe holds {self.probe.numel() // 3}")
+        if programs > self.max_programs:
+            raise ValueError(f"{programs} programs, the probe holds {self.max_programs}")
         self.programs = programs
         launch = self.kernel[grid]
-        return lambda *args, **kwargs: launch(*args, **kwargs, probe=self.probe)
+
+        def probed(*args, **kwargs):
+            self.counter.add_(1)
+            launch(*args, **kwargs, probe=self.probe, probe_counter=self.counter,
+                   PROBE_REPLAYS=self.replays)
+        return probed
+
+    def reset(self) -> None:
+        self.counter.zero_()
 
     def records(self) -> torch.Tensor:
-        """[programs, PROBE_WORDS] of the last launch, on the host."""
-        return self.probe[:PROBE_WORDS * self.programs].view(-1, PROBE_WORDS).cpu()
+        """[launches, programs, PROBE_WORDS] of the last launches since ``reset`` (at most
+        ``replays``), oldest first, on the host."""
+        launched = int(self.counter.item())
+        kept = torch.arange(max(1, launched - self.replays + 1), launched + 1) % self.replays
+        per_launch = self.probe[:self.replays * self.programs * PROBE_WORDS]
+        return per_launch.view(self.replays, self.programs, PROBE_WORDS)[kept].cpu()
 
 
 def placement(records: torch.Tensor, real: list[bool]) -> dict:
-    """What the probe's ``records`` say: the real programs an SM ({load: SMs}), the SMs with
+    """What one launch's ``records`` say: the real programs an SM ({load: SMs}), the SMs with
     fewer than the most, the mean time (us) of a real program on SMs of each load, and the
     launch's span (us) from its first start to its last end."""
     sm, start, end = records[:, 0], records[:, 1], records[:, 2]
@@ -109,6 +132,16 @@ def placement(records: torch.Tensor, real: list[bool]) -> dict:
     return dict(loads={int(c): int((load == c).sum()) for c in load.unique()},
                 light_sms=(load < load.max()).nonzero().flatten().tolist(),
                 mean_us=mean_us, span_us=round(float(end.max() - start.min()) / 1e3, 1))
+
+
+def spans_by_placement(launches: torch.Tensor, real: list[bool]) -> dict:
+    """Each launch's span (us) grouped by where its lighter SMs were: {lighter SMs: [spans]},
+    so that whether a launch's time follows its placement shows across the replays."""
+    found = {}
+    for records in launches:
+        seen = placement(records, real)
+        found.setdefault(tuple(seen["light_sms"]), []).append(seen["span_us"])
+    return found
 
 
 def real_programs(plan, rows: int, num_kv_heads: int) -> list[bool]:
@@ -159,10 +192,15 @@ def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecod
         launcher.decode_kernel = probed
         try:
             for name, runner in runners.items():
+                probed.reset()
                 probed_us = 1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100)
+                launches = probed.records()
+                by_placement = spans_by_placement(launches, real[name])
                 found[name] = dict(us=[round(t, 1) for t in times[name]],
                                    probed_us=round(probed_us, 1),
-                                   **placement(probed.records(), real[name]))
+                                   **placement(launches[-1], real[name]),
+                                   placements=[dict(light_sms=list(light), spans_us=spans)
+                                               for light, spans in by_placement.items()])
         finally:
             launcher.decode_kernel = kernel_in_place
     finally:
@@ -188,9 +226,14 @@ def main(argv=None) -> int:
         case = found[f"{batch}x{context}"] = run_case(batch, context, g, device, args.reps, probed)
         print(f"{batch}x{context}: {case['rows']} rows planned, {case['splits']} splits", flush=True)
         for name, launch in case["launches"].items():
-            print(f"  {name}: {'/'.join(map(str, launch['us']))} us, probed {launch['probed_us']}, "
-                  f"span {launch['span_us']}; programs an SM {launch['loads']}, us a program "
-                  f"{launch['mean_us']}; lighter SMs {launch['light_sms']}", flush=True)
+            print(f"  {name}: {'/'.join(map(str, launch['us']))} us, probed {launch['probed_us']}; "
+                  f"last replay: span {launch['span_us']}, programs an SM {launch['loads']}, us a "
+                  f"program {launch['mean_us']}, lighter SMs {launch['light_sms']}", flush=True)
+            for seen in sorted(launch["placements"], key=lambda p: -len(p["spans_us"])):
+                spans = sorted(seen["spans_us"])
+                print(f"    {len(spans)} replays, span {spans[0]}/{spans[len(spans) // 2]}/"
+                      f"{spans[-1]} us (min/median/max), lighter SMs {seen['light_sms']}",
+                      flush=True)
     if args.json:
         args.json.write_text(json.dumps(found, indent=1))
     return 0

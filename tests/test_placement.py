@@ -23,7 +23,7 @@ def test_the_probe_adds_an_argument_and_three_stores_to_decode_kernel_alone():
     source = placement.probe_source(DECODE_SOURCE)
     head, kernel, rest = split_at_decode_kernel(source)
     old_head, _, old_rest = split_at_decode_kernel(DECODE_SOURCE)
-    assert "    probe,\n):\n" in kernel
+    assert "    probe, probe_counter, PROBE_REPLAYS: tl.constexpr,\n):\n" in kernel
     assert kernel.count("tl.store(record") == 3
     assert head.endswith(old_head) and rest == old_rest  # (and one import first)
 
@@ -46,6 +46,14 @@ def test_placement_counts_real_programs_an_sm():
     assert found["light_sms"] == [1]
     assert found["mean_us"] == {1: 2.0, 2: 4.0}
     assert found["span_us"] == 5.0
+
+
+def test_spans_group_by_where_the_lighter_sms_were():
+    # Two SMs, three programs: SM 1 holds one program in the first two launches, SM 0 in the last.
+    def launch(sms, span):
+        return [[sm, 0, 1000 * span] for sm in sms]
+    launches = torch.tensor([launch([0, 1, 0], 5), launch([0, 1, 0], 7), launch([1, 0, 1], 6)])
+    assert placement.spans_by_placement(launches, [True] * 3) == {(1,): [5.0, 7.0], (0,): [6.0]}
 
 
 class FakePlan:
@@ -95,7 +103,28 @@ def test_the_probed_kernel_computes_what_the_kernel_does(device, planned):
         launcher.decode_kernel = kernel
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     records = probed.records()
-    assert probed.programs == records.shape[0] > 0
+    assert records.shape == (1, probed.programs, placement.PROBE_WORDS) and probed.programs > 0
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    assert ((records[:, 0] >= 0) & (records[:, 0] < sms)).all()
-    assert (records[:, 1] > 0).all() and (records[:, 2] >= records[:, 1]).all()
+    assert ((records[..., 0] >= 0) & (records[..., 0] < sms)).all()
+    assert (records[..., 1] > 0).all() and (records[..., 2] >= records[..., 1]).all()
+
+
+@pytest.mark.gpu
+def test_each_replay_keeps_its_own_records(device):
+    """Five launches through a probe that keeps three: the last three come back, oldest first,
+    each with every program's record."""
+    batch = make_batch([1, 1], [300, 90], device=device)
+    probed = placement.ProbedDecode(1024, device, replays=3)
+    launcher = sys.modules["flashcore_kernels.paged_attention"]
+    kernel = launcher.decode_kernel
+    launcher.decode_kernel = probed
+    try:
+        for _ in range(5):
+            fk.paged_attention(*batch.args(), max_query_len=1, num_kv_splits=2)
+    finally:
+        launcher.decode_kernel = kernel
+    records = probed.records()
+    assert records.shape == (3, probed.programs, placement.PROBE_WORDS)
+    starts = records[:, :, 1]
+    assert (starts > 0).all()
+    assert starts[1].min() >= records[0, :, 2].max() and starts[2].min() >= records[1, :, 2].max()
