@@ -9,12 +9,15 @@ Llama-3-8B heads unless ``--geometry`` names others, bf16 (an e4m3 cache with ``
 16, random page order, CUDA-graph replay; "unplanned" gives every decode config.num_kv_splits's
 count, "planned" is the launch the engine makes (plan made once, outside the timing, as the
 builder does before a step), and with ``--planned-maxnreg N`` "planned@N" the same with its
-decode kernel held to N registers a thread (in place of its tiles' cap; 255 lifts it). Each
+decode kernel held to N registers a thread (in place of its tiles' cap; 255 lifts it), with
+``--plan-waves W,...`` "wave W" the same with a plan that fills W programs in place of the GPU's
+wave (``config.decode_wave``; its grid then has ceil(W / KV heads) rows). Each
 launcher is timed twice, alternating. Also prints the plan's own time (one launch a step, not a
 layer), the split counts it chose, and each output's largest error against the float64
 reference.
 
     python benchmarks/ab_decode_plan.py --geometry gqa-7to1 --planned-maxnreg 255
+    python benchmarks/ab_decode_plan.py --plan-waves 512,384 --cases 64x8192,3x8192
 """
 
 import argparse
@@ -95,12 +98,16 @@ def planned_register_cap(maxnreg: int):
         config.decode_tiles = rule
 
 
-def launches(inp: batches.Inputs, maxnreg: int | None) -> dict:
-    """{name: (runner, forward)}: without a plan, with one, and with one under ``maxnreg``."""
+def launches(inp: batches.Inputs, maxnreg: int | None, waves=()) -> dict:
+    """{name: (runner, forward)}: without a plan, with one, with one under ``maxnreg``, and with
+    one filling each of ``waves``."""
     found = {}
     for name, planned in (("unplanned", False), ("planned", True)):
         runner = harness.KernelRunner(inp, planned=planned)
         found[name] = (runner, runner.forward)
+    for wave in waves:
+        runner = harness.KernelRunner(inp, wave=wave)
+        found[f"wave {wave}"] = (runner, runner.forward)
     if maxnreg:
         runner = harness.KernelRunner(inp, planned=True)
 
@@ -113,13 +120,13 @@ def launches(inp: batches.Inputs, maxnreg: int | None) -> dict:
 
 
 def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device,
-             maxnreg: int | None = None) -> str:
+             maxnreg: int | None = None, waves=()) -> str:
     inp = harness.prepare(spec, g, device=device)
     try:
         nbytes = batches.attention_bytes(spec, g.num_q_heads, g.num_kv_heads, g.head_dim,
                                          inp.query.element_size())
         fa_us = flash_attn_us(label, inp, g)
-        runners = launches(inp, maxnreg)
+        runners = launches(inp, maxnreg, waves)
         errors = {}
         for name, (runner, forward) in runners.items():
             forward()
@@ -130,7 +137,8 @@ def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device,
                 times[name].append(us(forward, device))
         planned = runners["planned"][0]
         plan_us = us(planned.plan, device)
-        splits = planned.decode_plan.seq_splits[:spec.num_reqs].tolist()
+        splits = {name: runner.decode_plan.seq_splits[:spec.num_reqs].tolist()
+                  for name, (runner, _) in runners.items() if runner.decode_plan is not None}
     finally:
         harness.release(inp)
     best = {name: min(t) for name, t in times.items()}
@@ -140,8 +148,9 @@ def run_case(label: str, spec: batches.BatchSpec, g: geometry.Geometry, device,
               + f" ({rate(best[name]):.2f}; FA3/it {fa_us / best[name]:.3f})" for name in times]
     cells += [f"planned/unplanned {best['unplanned'] / best['planned']:.3f}"]
     cells += [f"{name}/planned {best['planned'] / best[name]:.3f}" for name in best
-              if name.startswith("planned@")]
-    cells += [f"plan {plan_us:.1f} us, splits {min(splits)}..{max(splits)}",
+              if name.startswith(("planned@", "wave "))]
+    cells += [f"plan {plan_us:.1f} us, splits "
+              + ", ".join(f"{name} {min(s)}..{max(s)}" for name, s in splits.items()),
               "err " + " ".join(f"{name} {e:.1e}" for name, e in errors.items())]
     return f"{label}: " + " | ".join(cells)
 
@@ -151,6 +160,8 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default="", help="comma list of labels (default: all)")
     p.add_argument("--planned-maxnreg", type=int, metavar="N",
                    help="also time the planned launch with its kernel held to N registers")
+    p.add_argument("--plan-waves", type=lambda s: [int(w) for w in s.split(",") if w], default=[],
+                   metavar="W,...", help="also time plans that fill W programs (not the wave)")
     add_case_options(p)
     args = p.parse_args(argv)
     g, chosen = chosen_cases(p, args)
@@ -160,7 +171,7 @@ def main(argv=None) -> int:
     print(f"{torch.cuda.get_device_name(device)}, {g.name}{' fp8' if args.fp8 else ''}",
           flush=True)
     for label, spec in chosen.items():
-        print(run_case(label, spec, g, device, args.planned_maxnreg), flush=True)
+        print(run_case(label, spec, g, device, args.planned_maxnreg, args.plan_waves), flush=True)
     return 0
 
 

@@ -211,9 +211,10 @@ class VllmRunner:
 class KernelRunner:
     """Our launchers called directly, as a user outside vLLM would. ``planned``: with a decode
     plan, as the engine runs; without, every decode gets ``config.num_kv_splits``'s count (what
-    a sweep that forces that count measures)."""
+    a sweep that forces that count measures). ``wave``: the programs the plan fills, in place of
+    ``config.decode_wave``'s (its grid then has that wave's rows)."""
 
-    def __init__(self, inp: batches.Inputs, planned: bool = True):
+    def __init__(self, inp: batches.Inputs, planned: bool = True, wave: int | None = None):
         import flashcore_kernels as fk
         from flashcore_kernels import config
 
@@ -231,8 +232,9 @@ class KernelRunner:
         # forward it times).
         self.decode_plan = None
         if planned:
-            wave = config.decode_wave(inp.qkv.device, inp.num_q_heads // inp.num_kv_heads,
-                                         inp.head_dim, inp.cache_dtype)
+            wave = wave or config.decode_wave(inp.qkv.device,
+                                              inp.num_q_heads // inp.num_kv_heads, inp.head_dim,
+                                              inp.cache_dtype)
             self.decode_plan = fk.DecodePlan.allocate(inp.spec.num_reqs, inp.num_kv_heads, wave,
                                                       inp.qkv.device)
             self.tile_tokens = config.planned_decode_tiles(

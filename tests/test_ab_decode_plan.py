@@ -58,3 +58,16 @@ def test_the_capped_launch_is_the_planned_one(monkeypatch, device):
     assert decode.caps == [96]
     assert batches.reference_error(inp, runner.cache, runner.output) <= TOLERANCE[torch.float16]
     assert ab_decode_plan.launches(inp, None).keys() == {"unplanned", "planned"}
+
+
+def test_a_plan_wave_sets_the_grid_it_fills(device):
+    inp = split_batch(device)
+    found = ab_decode_plan.launches(inp, None, waves=[6])
+    assert list(found) == ["unplanned", "planned", "wave 6"]
+    runner, forward = found["wave 6"]
+    wave_rows = -(-6 // inp.num_kv_heads)
+    assert runner.decode_plan.grid_rows(3) == max(wave_rows, 3)
+    assert runner.decode_plan.grid_rows(3) != found["planned"][0].decode_plan.grid_rows(3)
+    runner.update()
+    forward()
+    assert batches.reference_error(inp, runner.cache, runner.output) <= TOLERANCE[torch.float16]
