@@ -10,6 +10,7 @@ inputs in one process:
 - ``planned``: the engine's launch, the plan on its grid of a wave's rows, the empty rows first;
 - ``last``: the same plan with its pieces moved to the first rows, in the order of the launch
   without a plan (sequence, then split), the empty rows last;
+- ``middle``: the engine's plan with its rows turned by half, the empty rows in the middle;
 - ``exact``: the plan made for a grid of exactly its pieces (``plan_cost.plan_on_rows``).
 
 Each is timed (us, every one of ``--reps`` alternating rounds), then timed once more with a copy
@@ -22,7 +23,10 @@ and the replays grouped by where their lighter SMs were, with each group's spans
 to last end): whether a replay's time follows its placement. The probed launch carries one
 more small kernel (the replay count) and its stores: where they change a kernel's register
 count enough to fit fewer programs an SM, it runs slower than the timed one, so compare the
-two times before reading the placement.
+two times before reading the placement. ``--captures N`` probes each launch in N graphs captured
+one after the other, ``--shifts K,...`` after an idle kernel of K programs (each K in turn):
+whether a launch keeps its placement from one graph to the next, and whether the launch before
+it moves where its programs go.
 """
 
 import argparse
@@ -32,6 +36,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import batches  # noqa: E402
@@ -72,6 +77,13 @@ def probe_source(decode_source: str) -> str:
             + head + signature_end + rest)
 
 
+@triton.jit
+def idle_kernel(unused):
+    """Does nothing: launched with K programs before a probed decode, it moves where the block
+    scheduler starts the decode's programs (``--shifts``)."""
+    pass
+
+
 class ProbedDecode:
     """Stands in for the launcher's ``decode_kernel``: counts its launches on the device (an
     increment before each, so a CUDA graph's replays count too) and launches the probing copy,
@@ -90,6 +102,7 @@ class ProbedDecode:
                                  device=device)
         self.counter = torch.zeros(1, dtype=torch.int64, device=device)
         self.replays, self.max_programs, self.programs = replays, max_programs, 0
+        self.shift = 0  # programs of idle_kernel launched before each decode (0: none)
 
     def __getitem__(self, grid):
         programs = grid[0] * (grid[1] if len(grid) > 1 else 1)
@@ -100,6 +113,8 @@ class ProbedDecode:
 
         def probed(*args, **kwargs):
             self.counter.add_(1)
+            if self.shift:
+                idle_kernel[(self.shift,)](self.counter)
             launch(*args, **kwargs, probe=self.probe, probe_counter=self.counter,
                    PROBE_REPLAYS=self.replays)
         return probed
@@ -162,7 +177,16 @@ def pieces_first(plan, unpack_slot) -> None:
     plan.pieces.copy_(moved)
 
 
-def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecode) -> dict:
+def empty_rows_in_middle(plan, rows: int) -> None:
+    """The plan's first ``rows`` slots turned by half of them, so that the empty rows of a
+    batch of like lengths (first in the engine's plan) come in the middle of the grid."""
+    if (plan.pieces[rows:2 * rows] >= 0).any():
+        raise ValueError("a row holds two pieces; the rows cannot be turned")
+    plan.pieces[:rows] = torch.roll(plan.pieces[:rows].clone(), rows // 2)
+
+
+def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecode,
+             captures: int = 1, shifts=(0,)) -> dict:
     import flashcore_kernels as fk
     from flashcore_kernels import config
     from flashcore_kernels.decode_plan import unpack_slot
@@ -175,16 +199,19 @@ def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecod
         runners = {"static": harness.KernelRunner(inp, planned=False),
                    "planned": harness.KernelRunner(inp, planned=True),
                    "last": harness.KernelRunner(inp, planned=True),
+                   "middle": harness.KernelRunner(inp, planned=True),
                    "exact": harness.KernelRunner(inp, planned=False)}
         rows = runners["planned"].decode_plan.grid_rows(batch)
         runners["exact"].decode_plan = plan_cost.plan_on_rows(
             fk, inp.query_start_loc, inp.seq_lens, batch, g.num_kv_heads, splits * batch,
             config.decode_wave(device, *kernel), runners["planned"].tile_tokens)
         pieces_first(runners["last"].decode_plan, unpack_slot)
+        empty_rows_in_middle(runners["middle"].decode_plan, rows)
         every = [True] * (batch * g.num_kv_heads * splits)
         real = {"static": every, "exact": every,
                 "planned": real_programs(runners["planned"].decode_plan, rows, g.num_kv_heads),
-                "last": real_programs(runners["last"].decode_plan, rows, g.num_kv_heads)}
+                "last": real_programs(runners["last"].decode_plan, rows, g.num_kv_heads),
+                "middle": real_programs(runners["middle"].decode_plan, rows, g.num_kv_heads)}
         plan_cost.assert_same_outputs(runners, "static")
         times = plan_cost.all_times(runners, device, reps)
         found = {}
@@ -192,15 +219,21 @@ def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecod
         launcher.decode_kernel = probed
         try:
             for name, runner in runners.items():
-                probed.reset()
-                probed_us = 1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100)
-                launches = probed.records()
-                by_placement = spans_by_placement(launches, real[name])
-                found[name] = dict(us=[round(t, 1) for t in times[name]],
-                                   probed_us=round(probed_us, 1),
-                                   **placement(launches[-1], real[name]),
-                                   placements=[dict(light_sms=list(light), spans_us=spans)
-                                               for light, spans in by_placement.items()])
+                seen = []
+                for shift in [s for s in shifts for _ in range(captures)]:
+                    probed.reset()
+                    probed.shift = shift
+                    probed_us = 1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100)
+                    launches = probed.records()
+                    by_placement = spans_by_placement(launches, real[name])
+                    seen.append(dict(shift=shift, probed_us=round(probed_us, 1),
+                                     **placement(launches[-1], real[name]),
+                                     placements=[dict(light_sms=list(light), spans_us=spans)
+                                                 for light, spans in by_placement.items()]))
+                found[name] = dict(us=[round(t, 1) for t in times[name]], **seen[-1],
+                                   captures=[dict(shift=c["shift"], probed_us=c["probed_us"],
+                                                  light_sms=c["light_sms"]) for c in seen])
+                probed.shift = 0
         finally:
             launcher.decode_kernel = kernel_in_place
     finally:
@@ -213,6 +246,11 @@ def main(argv=None) -> int:
     p.add_argument("--cases", type=batches.parse_shapes, default="64x8192,64x32768",
                    metavar="BxC,...", help="batch x context, equal lengths")
     p.add_argument("--reps", type=int, default=3, help="timings of each launch, alternating")
+    p.add_argument("--captures", type=int, default=1,
+                   help="probed graphs of each launch (each captured anew, so placed anew)")
+    p.add_argument("--shifts", type=lambda s: [int(k) for k in s.split(",")], default=[0],
+                   metavar="K,...", help="probe each launch after an idle kernel of K programs "
+                   "(0: none), which moves where the block scheduler starts it")
     p.add_argument("--json", type=Path, help="also write every figure here")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -223,12 +261,19 @@ def main(argv=None) -> int:
     print(torch.cuda.get_device_name(device), flush=True)
     found = {}
     for batch, context in args.cases:
-        case = found[f"{batch}x{context}"] = run_case(batch, context, g, device, args.reps, probed)
-        print(f"{batch}x{context}: {case['rows']} rows planned, {case['splits']} splits", flush=True)
+        case = found[f"{batch}x{context}"] = run_case(
+            batch, context, g, device, args.reps, probed, args.captures, args.shifts)
+        print(f"{batch}x{context}: {case['rows']} rows planned, {case['splits']} splits",
+              flush=True)
         for name, launch in case["launches"].items():
             print(f"  {name}: {'/'.join(map(str, launch['us']))} us, probed {launch['probed_us']}; "
                   f"last replay: span {launch['span_us']}, programs an SM {launch['loads']}, us a "
                   f"program {launch['mean_us']}, lighter SMs {launch['light_sms']}", flush=True)
+            if len(launch["captures"]) > 1:
+                for capture in launch["captures"]:
+                    print(f"    capture, shift {capture['shift']}: probed "
+                          f"{capture['probed_us']} us, lighter SMs "
+                          f"{capture['light_sms']}", flush=True)
             for seen in sorted(launch["placements"], key=lambda p: -len(p["spans_us"])):
                 spans = sorted(seen["spans_us"])
                 print(f"    {len(spans)} replays, span {spans[0]}/{spans[len(spans) // 2]}/"

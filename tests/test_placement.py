@@ -77,6 +77,20 @@ def test_pieces_first_orders_by_sequence_then_split():
     assert found[4:] == [-1] * 4
 
 
+def test_empty_rows_in_middle_turns_the_first_slots_by_half():
+    pieces = [pack_slot(seq, 0, 1, seq) for seq in range(4)]
+    plan = FakePlan([-1, -1] + pieces + [-1] * 6)  # 6 rows, the empty ones first
+    placement.empty_rows_in_middle(plan, 6)
+    assert plan.pieces.tolist() == pieces[1:] + [-1, -1] + pieces[:1] + [-1] * 6
+    assert placement.real_programs(plan, 6, 1) == [True] * 3 + [False] * 2 + [True]
+
+
+def test_empty_rows_in_middle_refuses_rows_of_two_pieces():
+    plan = FakePlan([pack_slot(0, 0, 1, 0), -1, -1, pack_slot(1, 0, 1, 1)])  # row 0: two
+    with pytest.raises(ValueError, match="two pieces"):
+        placement.empty_rows_in_middle(plan, 2)
+
+
 def test_refuses_to_run_without_a_gpu(monkeypatch):
     monkeypatch.setattr(placement.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
