@@ -185,6 +185,22 @@ def empty_rows_in_middle(plan, rows: int) -> None:
     plan.pieces[:rows] = torch.roll(plan.pieces[:rows].clone(), rows // 2)
 
 
+def probe(runner, probed: ProbedDecode, real: list[bool], device, shift: int = 0) -> dict:
+    """``runner``'s launch timed in a graph of its own with the probing kernel, after an idle
+    kernel of ``shift`` programs: the probed time, the last replay's placement, and every
+    kept replay's span grouped by where its lighter SMs were."""
+    probed.reset()
+    probed.shift = shift
+    try:
+        probed_us = 1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100)
+    finally:
+        probed.shift = 0
+    launches = probed.records()
+    return dict(shift=shift, probed_us=round(probed_us, 1), **placement(launches[-1], real),
+                placements=[dict(light_sms=list(light), spans_us=spans)
+                            for light, spans in spans_by_placement(launches, real).items()])
+
+
 def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecode,
              captures: int = 1, shifts=(0,)) -> dict:
     import flashcore_kernels as fk
@@ -208,10 +224,9 @@ def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecod
         pieces_first(runners["last"].decode_plan, unpack_slot)
         empty_rows_in_middle(runners["middle"].decode_plan, rows)
         every = [True] * (batch * g.num_kv_heads * splits)
-        real = {"static": every, "exact": every,
-                "planned": real_programs(runners["planned"].decode_plan, rows, g.num_kv_heads),
-                "last": real_programs(runners["last"].decode_plan, rows, g.num_kv_heads),
-                "middle": real_programs(runners["middle"].decode_plan, rows, g.num_kv_heads)}
+        real = {name: every for name in ("static", "exact")}
+        real.update({name: real_programs(runners[name].decode_plan, rows, g.num_kv_heads)
+                     for name in ("planned", "last", "middle")})
         plan_cost.assert_same_outputs(runners, "static")
         times = plan_cost.all_times(runners, device, reps)
         found = {}
@@ -219,21 +234,11 @@ def run_case(batch: int, context: int, g, device, reps: int, probed: ProbedDecod
         launcher.decode_kernel = probed
         try:
             for name, runner in runners.items():
-                seen = []
-                for shift in [s for s in shifts for _ in range(captures)]:
-                    probed.reset()
-                    probed.shift = shift
-                    probed_us = 1e3 * harness.time_ms(runner.forward, device, "graph", 25, 100)
-                    launches = probed.records()
-                    by_placement = spans_by_placement(launches, real[name])
-                    seen.append(dict(shift=shift, probed_us=round(probed_us, 1),
-                                     **placement(launches[-1], real[name]),
-                                     placements=[dict(light_sms=list(light), spans_us=spans)
-                                                 for light, spans in by_placement.items()]))
+                seen = [probe(runner, probed, real[name], device, shift)
+                        for shift in shifts for _ in range(captures)]
                 found[name] = dict(us=[round(t, 1) for t in times[name]], **seen[-1],
                                    captures=[dict(shift=c["shift"], probed_us=c["probed_us"],
                                                   light_sms=c["light_sms"]) for c in seen])
-                probed.shift = 0
         finally:
             launcher.decode_kernel = kernel_in_place
     finally:

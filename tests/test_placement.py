@@ -142,3 +142,24 @@ def test_each_replay_keeps_its_own_records(device):
     starts = records[:, :, 1]
     assert (starts > 0).all()
     assert starts[1].min() >= records[0, :, 2].max() and starts[2].min() >= records[1, :, 2].max()
+
+
+@pytest.mark.gpu
+def test_a_shift_leaves_the_probed_launch_as_it_was(device):
+    """An idle kernel before each probed launch (``--shifts``) changes neither the output nor
+    the records."""
+    batch = make_batch([1, 1], [300, 90], device=device)
+    expected = fk.paged_attention(*batch.args(), max_query_len=1, num_kv_splits=2)
+    probed = placement.ProbedDecode(1024, device, replays=2)
+    probed.shift = 5
+    launcher = sys.modules["flashcore_kernels.paged_attention"]
+    kernel = launcher.decode_kernel
+    launcher.decode_kernel = probed
+    try:
+        out = fk.paged_attention(*batch.args(), max_query_len=1, num_kv_splits=2)
+    finally:
+        launcher.decode_kernel = kernel
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    records = probed.records()
+    assert records.shape == (1, probed.programs, placement.PROBE_WORDS)
+    assert (records[..., 1] > 0).all() and (records[..., 2] >= records[..., 1]).all()
