@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default="", help="comma list of labels (default: all)")
     p.add_argument("--planned-maxnreg", type=int, metavar="N",
                    help="also time the planned launch with its kernel held to N registers")
-    p.add_argument("--plan-waves", type=lambda s: [int(w) for w in s.split(",") if w], default=[],
+    p.add_argument("--plan-waves", type=batches.parse_counts, default=[],
                    metavar="W,...", help="also time plans that fill W programs (not the wave)")
     add_case_options(p)
     args = p.parse_args(argv)

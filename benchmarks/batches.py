@@ -99,6 +99,11 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return [tuple(int(n) for n in shape.split("x")) for shape in text.split(",")]
 
 
+def parse_counts(text: str) -> list[int]:
+    """``N,...`` as integers, for command lines."""
+    return [int(n) for n in text.split(",")]
+
+
 def decode_batch(batch: int, context: int, variant: Variant = Variant()) -> BatchSpec:
     return BatchSpec((context,) * batch, (1,) * batch, f"decode {batch}x{context}{variant.label}",
                      variant)

@@ -79,8 +79,9 @@ def probe_source(decode_source: str) -> str:
 
 @triton.jit
 def idle_kernel(unused):
-    """Does nothing: launched with K programs before a probed decode, it moves where the block
-    scheduler starts the decode's programs (``--shifts``)."""
+    """Does nothing: launched with K programs before a probed decode (``--shifts``), to see
+    whether the launch before a decode moves where the block scheduler puts its programs (it did
+    not, K = 1 to 132: results/tiles-h200/placement.txt, run 5)."""
     pass
 
 
@@ -253,9 +254,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3, help="timings of each launch, alternating")
     p.add_argument("--captures", type=int, default=1,
                    help="probed graphs of each launch (each captured anew, so placed anew)")
-    p.add_argument("--shifts", type=lambda s: [int(k) for k in s.split(",")], default=[0],
+    p.add_argument("--shifts", type=batches.parse_counts, default=[0],
                    metavar="K,...", help="probe each launch after an idle kernel of K programs "
-                   "(0: none), which moves where the block scheduler starts it")
+                   "(0: none), to see whether that moves where its programs go")
     p.add_argument("--json", type=Path, help="also write every figure here")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():

@@ -91,6 +91,12 @@ def test_empty_rows_in_middle_refuses_rows_of_two_pieces():
         placement.empty_rows_in_middle(plan, 2)
 
 
+def test_shifts_parse_as_counts():
+    assert placement.batches.parse_counts("0,4,132") == [0, 4, 132]
+    with pytest.raises(ValueError):
+        placement.batches.parse_counts("4,")
+
+
 def test_refuses_to_run_without_a_gpu(monkeypatch):
     monkeypatch.setattr(placement.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
